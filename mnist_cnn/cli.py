@@ -1,0 +1,133 @@
+"""``mnist-cnn <command> …``: one table of subcommands, each with its own flags and help.
+
+Errors a user can act on (MnistCnnError) are printed as one line, ``error: …``, with exit status 2.
+torch is imported only by the commands that need it, so ``predict`` on an ONNX model starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from mnist_cnn import MnistCnnError, __version__
+
+DEFAULT_RUN = "runs/mnist"
+
+
+# ---------------------------------------------------------------- train
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from mnist_cnn.config import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"), help=help_text)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mnist_cnn.config import TrainConfig
+    from mnist_cnn.train import train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    train(cfg)
+    return 0
+
+
+# ---------------------------------------------------------------- summary
+def add_summary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tutorial", help="model from the registry (default: tutorial)")
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from mnist_cnn.model import build_model, summary
+
+    try:
+        model = build_model(args.model)
+    except KeyError as e:
+        raise MnistCnnError(e.args[0]) from None
+    print(summary(model))
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+def add_predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, …)")
+    p.add_argument("--checkpoint", default=DEFAULT_RUN,
+                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
+    p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
+                   help="auto: ONNX Runtime when the run has an in-step model.onnx, else PyTorch (default: auto)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+
+
+def print_prediction(pred, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(pred.to_dict()))
+        return
+    print(pred.source)
+    if not pred.digits:
+        print("  no digit found")
+        return
+    for digit, probs in zip(pred.digits, pred.probabilities):
+        print("  probabilities: " + " ".join(f"{i}:{p:.4f}" for i, p in enumerate(probs)))
+        print(f"  predicted digit: {digit}  (confidence {max(probs):.4f})")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mnist_cnn.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, engine=args.engine)
+    failures = 0
+    for image in args.images:
+        try:
+            pred = predictor.predict_file(image)
+        except MnistCnnError as e:  # one bad file does not stop the batch
+            print(f"error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        print_prediction(pred, args.json)
+    if failures:
+        print(f"error: {failures} of {len(args.images)} images could not be read", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------- the table
+COMMANDS: dict[str, tuple[str, callable, callable]] = {
+    "train": ("train the CNN on MNIST (or --data); torchrun -m mnist_cnn train for several processes",
+              add_train_args, cmd_train),
+    "predict": ("read digits in image files and print the 10 probabilities and the prediction",
+                add_predict_args, cmd_predict),
+    "summary": ("print the model's layers, output shapes and parameter counts", add_summary_args, cmd_summary),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-cnn", description="Handwritten digit recognition with a CNN.")
+    parser.add_argument("--version", action="version", version=f"mnist-cnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_args, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter if False else argparse.HelpFormatter)
+        add_args(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MnistCnnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

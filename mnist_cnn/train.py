@@ -1,0 +1,314 @@
+"""Training: ``mnist-cnn train`` (one process) or ``torchrun --nproc-per-node N -m mnist_cnn train`` (DDP).
+
+The dataset is small (47 MB as uint8), so it lives as one tensor on the training device and batches are
+sliced by index from a seeded permutation per epoch: no DataLoader, no workers. Resuming restores the
+model, the optimizer, the step and the position inside the epoch, so a resumed run ends with the same
+weights as one never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from mnist_cnn import MnistCnnError
+from mnist_cnn import distributed as D
+from mnist_cnn.checkpoint import CheckpointManager, load_checkpoint
+from mnist_cnn.config import TrainConfig
+from mnist_cnn.data import load_digits
+from mnist_cnn.model import build_model, count_parameters
+
+
+@dataclass
+class Dataset:
+    images: torch.Tensor  # (N,28,28) uint8 on the training device
+    labels: torch.Tensor  # (N,) int64 on the training device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# ---------------------------------------------------------------- set-up
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MnistCnnError("--device cuda asked for, but PyTorch sees no CUDA GPU here")
+    return torch.device(name)
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    """bf16 autocast when asked, or on 'auto' where the hardware runs it natively."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX512-BF16 or AMX; else emulated and slow
+
+
+def tune_malloc() -> None:
+    """Keep freed memory in glibc's heap: per-step alloc/free of activations otherwise costs page faults."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD = 1 GiB
+        libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: no mmap'd blocks that are unmapped on free
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def to_input(images_u8: torch.Tensor) -> torch.Tensor:
+    """(B,28,28) uint8 → (B,1,28,28) float in [0,1], channels_last (as the tutorial scales pixels)."""
+    x = images_u8.unsqueeze(1).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def load_split(cfg: TrainConfig, split: str, device: torch.device, limit: int = 0) -> Dataset:
+    images, labels = load_digits(cfg.data or None, split, limit)
+    return Dataset(torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels).to(device))
+
+
+# ---------------------------------------------------------------- schedule and order
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """OneCycle: linear warm-up over the first 20 % of steps, then cosine down to 1/100 of the start."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warm = max(1, int(0.2 * total))
+    if step < warm:
+        return cfg.lr * (0.04 + 0.96 * step / warm)
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * (0.0004 + 0.9996 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The seeded permutation of epoch ``epoch``: the same on every rank and after every resume."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)
+
+
+# ---------------------------------------------------------------- steps
+def train_step(model, opt, images, labels, global_count: int, world: int, bf16: bool, device) -> tuple:
+    """One optimizer step on this rank's share of a global batch.
+
+    The loss is the sum over local images divided by the global batch size, times the world size, so that
+    DDP's gradient average equals the mean over the whole global batch even when shards differ in size.
+    """
+    with autocast(device, bf16):
+        logits = model(to_input(images))
+    loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
+    opt.zero_grad(set_to_none=True)
+    (loss_sum * (world / global_count)).backward()
+    opt.step()
+    correct = (logits.argmax(1) == labels).sum()
+    return loss_sum.detach(), correct
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, data: Dataset, d: D.Dist = D.Dist(), bf16: bool = False,
+                      batch: int = 2000) -> tuple[float, float]:
+    """(mean loss, accuracy) on ``data``; each rank takes every world-th image, results are summed."""
+    model.eval()
+    device = data.images.device
+    idx = torch.arange(d.rank, len(data), d.world, device=device)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    for part in idx.split(batch):
+        with autocast(device, bf16):
+            logits = model(to_input(data.images[part]))
+        y = data.labels[part]
+        totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+        totals[1] += (logits.argmax(1) == y).sum()
+    D.all_reduce_sum(totals, d)
+    model.train()
+    return (totals[0] / len(data)).item(), (totals[1] / len(data)).item()
+
+
+# ---------------------------------------------------------------- the run
+class Run:
+    """A training run's state and files: model, optimizer, position, the run folder."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in __import__("os").environ:
+            self.device = torch.device("cuda", int(__import__("os").environ["LOCAL_RANK"]))
+            torch.cuda.set_device(self.device)
+        self.dist = D.setup(self.device)
+        self.bf16 = use_bf16(self.device, cfg.precision)
+        self.dir = Path(cfg.run_dir)
+        self.ckpts = CheckpointManager(self.dir / "checkpoints", cfg.keep)
+        torch.manual_seed(cfg.seed)
+        try:
+            self.raw_model = build_model(cfg.model).to(self.device, memory_format=torch.channels_last)
+        except KeyError as e:
+            raise MnistCnnError(str(e.args[0])) from None
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
+        self.opt = torch.optim.Adam(self.raw_model.parameters(), lr=cfg.lr, **fused)
+        self.step, self.best_acc, self.history = 0, 0.0, []
+
+    def log(self, msg: str) -> None:
+        if self.dist.main:
+            tqdm.write(msg, file=sys.stderr)
+
+    # ---- checkpoints
+    def state(self) -> dict:
+        return {"model_name": self.cfg.model, "model": self.raw_model.state_dict(),
+                "optimizer": self.opt.state_dict(), "step": self.step, "best_acc": self.best_acc,
+                "config": self.cfg.to_dict(), "history": self.history, "world_size": self.dist.world}
+
+    def save(self, best: bool = False) -> None:
+        if self.dist.main:
+            self.ckpts.save(self.state(), best=best)
+        D.barrier(self.dist)
+
+    def resume(self) -> None:
+        """Restore from --resume (auto: the run's latest checkpoint; PATH: that file)."""
+        how = self.cfg.resume
+        if how == "never":
+            return
+        if how == "auto":
+            found = self.ckpts.latest()
+            if found is None:
+                return
+            path, ckpt = found
+        else:
+            path, ckpt = Path(how), load_checkpoint(how)
+        if ckpt.get("model_name", "tutorial") != self.cfg.model:
+            raise MnistCnnError(f"{path} holds model {ckpt.get('model_name')!r}, not {self.cfg.model!r}: "
+                                f"pass --model {ckpt.get('model_name')}")
+        self.raw_model.load_state_dict(ckpt["model"])
+        same_run = how == "auto"
+        if same_run:  # continue exactly; a PATH from elsewhere (fine-tuning) starts a fresh schedule
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.step, self.best_acc = ckpt["step"], ckpt.get("best_acc", 0.0)
+            self.history = list(ckpt.get("history", []))
+        self.log(f"resumed from {path} (step {ckpt['step']})")
+
+    # ---- files
+    def write_config(self) -> None:
+        if self.dist.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+
+    def write_metrics(self) -> None:
+        if self.dist.main and self.history:
+            with open(self.dir / "metrics.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(self.history[0]))
+                w.writeheader()
+                w.writerows(self.history)
+
+
+def _batches_of_epoch(run: Run, n: int, epoch: int, steps_per_epoch: int, global_batch: int):
+    """Yield (step_in_epoch, this rank's indices) from the current position to the epoch's end."""
+    order = epoch_order(n, run.cfg.seed, epoch, run.device)
+    start = run.step - epoch * steps_per_epoch
+    for i in range(start, steps_per_epoch):
+        idx = order[i * global_batch:(i + 1) * global_batch]
+        yield i, idx.tensor_split(run.dist.world)[run.dist.rank], len(idx)
+
+
+def train_one_epoch(run: Run, model: nn.Module, data: Dataset, epoch: int, steps_per_epoch: int,
+                    total_steps: int) -> tuple[float, float]:
+    """Run the rest of ``epoch``; returns (mean train loss, train accuracy) over the steps run."""
+    cfg, d = run.cfg, run.dist
+    global_batch = cfg.batch_size * d.world
+    sums = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, count
+    bar = tqdm(total=steps_per_epoch, initial=run.step - epoch * steps_per_epoch, disable=not d.main,
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", dynamic_ncols=True, leave=False,
+               mininterval=0.5)
+    for i, idx, count in _batches_of_epoch(run, len(data), epoch, steps_per_epoch, global_batch):
+        for group in run.opt.param_groups:
+            group["lr"] = lr_at(run.step, total_steps, cfg)
+        loss, correct = train_step(model, run.opt, data.images[idx], data.labels[idx], count, d.world,
+                                   run.bf16, run.device)
+        sums += torch.stack([loss.double(), correct.double(), torch.tensor(float(len(idx)), dtype=torch.float64, device=run.device)])
+        run.step += 1
+        bar.update(1)
+        if i % 20 == 0 and d.main:  # a host sync every 20 steps, not every step
+            bar.set_postfix_str(f"loss {sums[0].item() / sums[2].item():6.4f}  acc {sums[1].item() / sums[2].item():6.4f}")
+        if cfg.save_every and run.step % cfg.save_every == 0 and i + 1 < steps_per_epoch:
+            run.save()
+    bar.close()
+    D.all_reduce_sum(sums, d)
+    n = max(sums[2].item(), 1.0)
+    return sums[0].item() / n, sums[1].item() / n
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train as configured; returns the final metrics. Prints progress on global rank 0 only."""
+    tune_malloc()
+    run = Run(cfg)
+    try:
+        return _train(run)
+    finally:
+        D.teardown()
+
+
+def _train(run: Run) -> dict:
+    cfg, d = run.cfg, run.dist
+    t0 = time.perf_counter()
+    train_data = load_split(cfg, "train", run.device, cfg.limit)
+    test_data = load_split(cfg, "test", run.device)
+    run.resume()
+    run.write_config()
+    model = run.raw_model
+    if d.world > 1:  # wrap after loading the checkpoint; save run.raw_model, never the wrapper
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[run.device] if run.device.type == "cuda" else None)
+    global_batch = cfg.batch_size * d.world
+    steps_per_epoch = math.ceil(len(train_data) / global_batch)
+    total_steps = steps_per_epoch * cfg.epochs
+    run.log(f"training {cfg.model} ({count_parameters(run.raw_model):,} parameters) on {len(train_data):,} "
+            f"images, {cfg.epochs} epochs of {steps_per_epoch} steps, batch {global_batch}"
+            f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}{', bf16' if run.bf16 else ''}")
+    test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
+    try:
+        for epoch in range(run.step // steps_per_epoch, cfg.epochs):
+            t_epoch = time.perf_counter()
+            loss, acc = train_one_epoch(run, model, train_data, epoch, steps_per_epoch, total_steps)
+            test_loss, test_acc = evaluate_accuracy(run.raw_model, test_data, d, run.bf16)
+            run.history.append({"epoch": epoch + 1, "step": run.step, "train_loss": round(loss, 5),
+                                "train_acc": round(acc, 5), "test_loss": round(test_loss, 5),
+                                "test_acc": round(test_acc, 5), "lr": lr_at(run.step - 1, total_steps, cfg),
+                                "seconds": round(time.perf_counter() - t_epoch, 2)})
+            best = test_acc > run.best_acc
+            run.best_acc = max(run.best_acc, test_acc)
+            run.save(best=best)
+            run.write_metrics()
+            run.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  acc {acc:.4f}  test_loss {test_loss:.4f}"
+                    f"  test_acc {test_acc:.4f}  {time.perf_counter() - t_epoch:5.1f}s")
+    except KeyboardInterrupt:
+        run.save()
+        raise MnistCnnError(f"interrupted at step {run.step}: saved {run.ckpts.folder / 'last.pt'}; run the "
+                            f"same command again (--resume auto) to continue") from None
+    if d.main and cfg.export_onnx:
+        _export_best(run)
+    if d.main:
+        print(f"test accuracy: {test_acc:.4f} ({len(test_data)} images)")
+        run.log(f"run folder: {run.dir}  ({time.perf_counter() - t0:.1f}s)")
+    return {"test_acc": test_acc, "best_acc": run.best_acc, "step": run.step, "run_dir": str(run.dir)}
+
+
+def _export_best(run: Run) -> None:
+    """Write model.onnx from best.pt so predictions can skip importing torch (see export.py)."""
+    best = run.ckpts.folder / "best.pt"
+    if not best.is_file():
+        return
+    try:
+        from mnist_cnn.export import export_onnx
+    except ImportError:
+        return
+    export_onnx(best, run.dir / "model.onnx")
