@@ -29,6 +29,8 @@ class TrainConfig:
     keep: int = _opt(3, "keep the newest N cp-*.pt checkpoints (last.pt and best.pt are always kept)")
     resume: str = _opt("auto", "auto: continue from the run folder's latest checkpoint if any; never: start "
                                "fresh; or a checkpoint PATH to continue from (e.g. to fine-tune)")
+    holdout: int = _opt(2000, "hold out the last N training images (at most a tenth) to fit the confidence "
+                              "temperature; they are not trained on")
     limit: int = _opt(0, "use only the first N training images (0: all); for quick trials and tests")
     device: str = _opt("auto", "auto picks cuda when available", choices=("auto", "cpu", "cuda"))
     precision: str = _opt("auto", "auto: bf16 autocast where it is fast (CUDA, CPUs with AVX512-BF16/AMX), "

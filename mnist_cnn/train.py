@@ -83,6 +83,13 @@ def load_split(cfg: TrainConfig, split: str, device: torch.device, limit: int = 
     return Dataset(torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels).to(device))
 
 
+def split_holdout(data: Dataset, n: int) -> tuple[Dataset, Dataset]:
+    """(train, held-out): the last ``n`` images (at most a tenth) are kept aside for calibration."""
+    n = min(n, len(data) // 10)
+    cut = len(data) - n
+    return (Dataset(data.images[:cut], data.labels[:cut]), Dataset(data.images[cut:], data.labels[cut:]))
+
+
 # ---------------------------------------------------------------- schedule and order
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """OneCycle: linear warm-up over the first 20 % of steps, then cosine down to 1/100 of the start."""
@@ -137,6 +144,22 @@ def evaluate_accuracy(model: nn.Module, data: Dataset, d: D.Dist = D.Dist(), bf1
     return (totals[0] / len(data)).item(), (totals[1] / len(data)).item()
 
 
+@torch.no_grad()
+def fit_run_temperature(model: nn.Module, held_out: Dataset, bf16: bool) -> tuple[float, float]:
+    """(temperature, held-out accuracy): temperature scaling on images the run never trained on."""
+    from mnist_cnn.calibrate import fit_temperature
+
+    if len(held_out) == 0:
+        return 1.0, float("nan")
+    model.eval()
+    with autocast(held_out.images.device, bf16):
+        logits = model(to_input(held_out.images)).float()
+    model.train()
+    labels = held_out.labels
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    return fit_temperature(logits.cpu().numpy(), labels.cpu().numpy()), acc
+
+
 # ---------------------------------------------------------------- the run
 class Run:
     """A training run's state and files: model, optimizer, position, the run folder."""
@@ -158,7 +181,7 @@ class Run:
             raise MnistCnnError(str(e.args[0])) from None
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         self.opt = torch.optim.Adam(self.raw_model.parameters(), lr=cfg.lr, **fused)
-        self.step, self.best_acc, self.history = 0, 0.0, []
+        self.step, self.best_acc, self.history, self.temperature = 0, 0.0, [], 1.0
 
     def log(self, msg: str) -> None:
         if self.dist.main:
@@ -168,6 +191,7 @@ class Run:
     def state(self) -> dict:
         return {"model_name": self.cfg.model, "model": self.raw_model.state_dict(),
                 "optimizer": self.opt.state_dict(), "step": self.step, "best_acc": self.best_acc,
+                "temperature": self.temperature,
                 "config": self.cfg.to_dict(), "history": self.history, "world_size": self.dist.world}
 
     def save(self, best: bool = False) -> None:
@@ -196,6 +220,7 @@ class Run:
             self.opt.load_state_dict(ckpt["optimizer"])
             self.step, self.best_acc = ckpt["step"], ckpt.get("best_acc", 0.0)
             self.history = list(ckpt.get("history", []))
+            self.temperature = ckpt.get("temperature", 1.0)
         self.log(f"resumed from {path} (step {ckpt['step']})")
 
     # ---- files
@@ -261,7 +286,7 @@ def train(cfg: TrainConfig) -> dict:
 def _train(run: Run) -> dict:
     cfg, d = run.cfg, run.dist
     t0 = time.perf_counter()
-    train_data = load_split(cfg, "train", run.device, cfg.limit)
+    train_data, held_out = split_holdout(load_split(cfg, "train", run.device, cfg.limit), cfg.holdout)
     test_data = load_split(cfg, "test", run.device)
     run.resume()
     run.write_config()
@@ -280,9 +305,11 @@ def _train(run: Run) -> dict:
             t_epoch = time.perf_counter()
             loss, acc = train_one_epoch(run, model, train_data, epoch, steps_per_epoch, total_steps)
             test_loss, test_acc = evaluate_accuracy(run.raw_model, test_data, d, run.bf16)
+            run.temperature, val_acc = fit_run_temperature(run.raw_model, held_out, run.bf16)
             run.history.append({"epoch": epoch + 1, "step": run.step, "train_loss": round(loss, 5),
                                 "train_acc": round(acc, 5), "test_loss": round(test_loss, 5),
-                                "test_acc": round(test_acc, 5), "lr": lr_at(run.step - 1, total_steps, cfg),
+                                "test_acc": round(test_acc, 5), "val_acc": round(val_acc, 5),
+                                "temperature": round(run.temperature, 4), "lr": lr_at(run.step - 1, total_steps, cfg),
                                 "seconds": round(time.perf_counter() - t_epoch, 2)})
             best = test_acc > run.best_acc
             run.best_acc = max(run.best_acc, test_acc)
