@@ -1,0 +1,255 @@
+"""HTTP API and drawing page: ``mnist-cnn serve [--checkpoint runs/mnist] [--host 127.0.0.1] [--port 8000]``.
+
+Then open http://127.0.0.1:8000/ and draw a digit, or ask the API:
+``curl -F file=@samples/7_mnist_test_0017.png http://127.0.0.1:8000/api/predict`` (or send the image as the raw
+body: ``curl --data-binary @digit.png -H 'Content-Type: image/png' …``). The OpenAPI page is at /docs.
+
+``create_app`` is the app factory; its lifespan loads one Predictor (the CLI's) unless one is passed in. The
+CPU work of a prediction runs in worker threads, never on the event loop, so concurrent requests are served
+together; a limiter keeps that pool at about one thread per core (more threads only fight over the GIL).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from mnist_cnn import MnistCnnError, __version__
+from mnist_cnn.preprocess import MAX_PIXELS
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an image over 10 MB is refused with 413 (documented in the API page)
+FORM_OVERHEAD = 64 * 1024  # room for the multipart envelope around a file of MAX_UPLOAD_BYTES
+STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("mnist_cnn.serve")
+
+
+# ---------------------------------------------------------------- typed responses (the OpenAPI schema)
+class Timing(BaseModel):
+    predict: float = Field(description="preprocessing + model, in the worker thread (ms)")
+    total: float = Field(description="from the request's arrival in the handler to the answer (ms)")
+
+
+class PredictResponse(BaseModel):
+    """``Prediction.to_dict()`` plus the model's 28×28 inputs and timing; new Prediction fields pass through."""
+
+    model_config = ConfigDict(extra="allow")
+    source: str
+    number: str = Field(description="the digits read, left to right; empty when no ink was found")
+    digits: list[int]
+    confidence: list[float] = Field(description="per digit: the probability of the digit read")
+    probabilities: list[list[float]] = Field(description="per digit: the 10 probabilities of 0…9")
+    inputs_png: list[str] = Field(description="per digit: the 28×28 image the model saw, a PNG data URL")
+    timing_ms: Timing
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_name: str | None = None
+    parameters: int | None = Field(None, description="trainable parameters (None when the engine cannot tell)")
+    test_accuracy: float | None = Field(None, description="the checkpoint's best test accuracy")
+    step: int | None = Field(None, description="optimizer steps the checkpoint was trained for")
+    engine: str
+    checkpoint: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    engine: str
+    uptime_s: float
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+ERRORS = {code: {"model": ErrorDetail, "description": text} for code, text in {
+    400: "empty body, malformed multipart form or no `file` field",
+    413: f"body over {MAX_UPLOAD_BYTES // 2**20} MB, or an image over {MAX_PIXELS:,} pixels (decompression bomb)",
+    415: "not an image format Pillow can read",
+    422: "a corrupt or truncated image",
+}.items()}
+
+
+# ---------------------------------------------------------------- the work done in a thread
+def png_data_url(a: np.ndarray) -> str:
+    """(28,28) floats in [0,1] → a grey PNG as a data URL (ink bright, as the model saw it)."""
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8), "L").save(buf, "PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def check_image(data: bytes) -> None:
+    """Refuse what is not an image, or too many pixels, from the header alone (before any decoding)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            pixels = img.width * img.height
+    except Image.DecompressionBombError:
+        pixels = MAX_PIXELS + 1
+    except UnidentifiedImageError:
+        raise HTTPException(415, "not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP…)") from None
+    except Exception as e:  # a header that is not even parseable
+        raise HTTPException(422, f"unreadable image ({type(e).__name__}: {e})") from None
+    if pixels > MAX_PIXELS:  # Pillow itself only warns between MAX_IMAGE_PIXELS and twice that
+        raise HTTPException(413, f"image too large (over {MAX_PIXELS:,} pixels)")
+
+
+def predict_bytes(predictor, data: bytes, source: str) -> dict:
+    """Runs in a worker thread: the whole CPU part of one request."""
+    t0 = time.perf_counter()
+    check_image(data)
+    try:
+        pred = predictor.predict_image(data, source=source)
+    except MnistCnnError as e:
+        raise HTTPException(422, str(e)) from None
+    except Exception as e:  # Pillow's decoders raise many types on hostile input: a client error, not a 500
+        log.warning("image from %s could not be processed", source, exc_info=True)
+        raise HTTPException(422, f"could not process the image ({type(e).__name__}: {e})") from None
+    out = pred.to_dict()
+    inputs = pred.inputs if pred.inputs is not None else np.zeros((0, 28, 28), np.float32)
+    out["inputs_png"] = [png_data_url(a) for a in inputs]
+    out["timing_ms"] = {"predict": round((time.perf_counter() - t0) * 1e3, 3)}
+    return out
+
+
+# ---------------------------------------------------------------- reading the upload
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {int(declared):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # the bytes actually received count, whatever the header said
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body over the limit of {MAX_UPLOAD_BYTES:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_upload(request: Request) -> tuple[bytes, str]:
+    """(image bytes, a name for it) from a multipart ``file`` field or from the raw body."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        data = await read_body(request, MAX_UPLOAD_BYTES)
+        if not data:
+            raise HTTPException(400, "empty body: send an image file (multipart field 'file') or raw image bytes")
+        return data, "upload"
+    body = await read_body(request, MAX_UPLOAD_BYTES + FORM_OVERHEAD)
+
+    async def replay():
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, replay(), max_files=1, max_fields=8).parse()
+    except MultiPartException as e:
+        raise HTTPException(400, f"malformed multipart form: {e.message}") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise HTTPException(400, "multipart form without a 'file' field holding the image")
+    data = await upload.read()
+    await form.close()
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"file over the limit of {MAX_UPLOAD_BYTES:,} bytes")
+    if not data:
+        raise HTTPException(400, "the uploaded file is empty")
+    return data, upload.filename or "upload"
+
+
+UPLOAD_DOC = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+}}}
+
+
+# ---------------------------------------------------------------- the app
+def model_info(predictor) -> dict:
+    info = dict(predictor.describe())
+    info.setdefault("test_accuracy", info.get("best_acc"))
+    model = getattr(predictor.engine, "model", None)  # the torch engine can count; others may say so in describe()
+    if info.get("parameters") is None and model is not None:
+        info["parameters"] = sum(p.numel() for p in model.parameters())
+    return info
+
+
+def create_app(checkpoint: str | Path | None = None, predictor=None, threads: int | None = None) -> FastAPI:
+    """The FastAPI app. ``predictor``: use this one; else the lifespan loads ``checkpoint`` (None: runs/mnist).
+
+    ``threads``: predictions run at once (default: the number of CPU cores).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from mnist_cnn.predict import Predictor
+
+        app.state.predictor = predictor or Predictor.from_checkpoint(checkpoint)
+        app.state.limiter = anyio.CapacityLimiter(threads or os.cpu_count() or 1)
+        app.state.started = time.monotonic()
+        app.state.info = model_info(app.state.predictor)
+        if app.state.info.get("engine") == "torch":
+            import torch
+
+            torch.set_num_threads(1)  # parallelism comes from concurrent requests; intra-op threads only contend
+        app.state.predictor.predict_arrays(np.zeros((1, 28, 28), np.float32))  # warm up: the first user waits less
+        yield
+
+    app = FastAPI(title="mnist-cnn", version=__version__, lifespan=lifespan,
+                  description="Read handwritten digits. POST an image to /api/predict; draw at /.")
+    add_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def add_routes(app: FastAPI) -> None:
+    @app.post("/api/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra=UPLOAD_DOC,
+              summary=f"read the digits in an image (multipart field 'file' or raw body; up to "
+                      f"{MAX_UPLOAD_BYTES // 2**20} MB)")
+    async def predict(request: Request) -> dict:
+        t0 = time.perf_counter()
+        data, source = await read_upload(request)
+        out = await anyio.to_thread.run_sync(predict_bytes, request.app.state.predictor, data, source,
+                                             limiter=request.app.state.limiter)
+        out["timing_ms"]["total"] = round((time.perf_counter() - t0) * 1e3, 3)
+        return out
+
+    @app.get("/api/health", response_model=Health)
+    async def health(request: Request) -> dict:
+        state = request.app.state
+        return {"status": "ok", "version": __version__, "engine": state.info.get("engine", "?"),
+                "uptime_s": round(time.monotonic() - state.started, 3)}
+
+    @app.get("/api/model", response_model=ModelInfo)
+    async def model(request: Request) -> dict:
+        return request.app.state.info
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+
+def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
+          log_level: str = "info") -> None:
+    """Load the model (errors surface here, before the server starts), then run uvicorn until Ctrl-C."""
+    import uvicorn
+
+    from mnist_cnn.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    app = create_app(predictor=predictor, threads=threads)
+    print(f"serving {predictor.checkpoint} ({predictor.engine.name}) on http://{host}:{port}/  (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -1,0 +1,294 @@
+"""The HTTP API: ``PYTHONPATH=. .venv/bin/python -m pytest -q tests/test_serve.py``.
+
+In-process through FastAPI's TestClient (every endpoint, every error status, hostile bytes), then a real
+``mnist-cnn serve`` process on a free loopback port. The model is the session's small trained run.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import ROOT, SAMPLES, run_cli
+from mnist_cnn.predict import Predictor
+from mnist_cnn.preprocess import MAX_PIXELS
+from mnist_cnn.serve import MAX_UPLOAD_BYTES, PredictResponse, create_app
+
+SAMPLE_FILES = sorted(SAMPLES.glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run) -> Predictor:
+    return Predictor.from_checkpoint(trained_run)
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor=predictor)) as c:  # the with block runs the lifespan
+        yield c
+
+
+def post_file(client, data: bytes, name: str = "digit.png", ctype: str = "image/png"):
+    return client.post("/api/predict", files={"file": (name, data, ctype)})
+
+
+def png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- the happy paths
+def test_health_and_model(client, predictor):
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["engine"] == predictor.engine.name
+    info = client.get("/api/model").json()
+    meta = predictor.describe()
+    assert info["model_name"] == "tutorial" and info["parameters"] == 93_322
+    assert info["step"] == meta["step"] > 0
+    assert info["test_accuracy"] == meta["best_acc"] and 0.9 < info["test_accuracy"] <= 1.0
+
+
+def test_predict_reads_the_samples_like_the_predictor(client, predictor):
+    right = 0
+    for path in SAMPLE_FILES:
+        r = post_file(client, path.read_bytes(), path.name)
+        assert r.status_code == 200, r.text
+        body = PredictResponse.model_validate(r.json())  # the documented schema holds
+        expected = predictor.predict_file(path)
+        assert body.source == path.name and body.digits == expected.digits
+        assert np.allclose(body.probabilities, expected.probabilities, atol=1e-5)
+        assert np.allclose(np.sum(body.probabilities, axis=1), 1.0, atol=1e-4)
+        assert body.confidence == pytest.approx([max(p) for p in body.probabilities])
+        assert body.timing_ms.total >= body.timing_ms.predict > 0
+        right += body.number == path.name[0]
+    assert right >= 9, f"only {right}/10 samples read right"
+
+
+def test_inputs_png_is_what_the_model_saw(client, predictor):
+    path = SAMPLES / "4_mnist_test_0006.png"
+    body = post_file(client, path.read_bytes()).json()
+    (url,) = body["inputs_png"]
+    assert url.startswith("data:image/png;base64,")
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert seen.shape == (28, 28)
+    expected = np.round(predictor.predict_file(path).inputs[0] * 255)
+    assert np.abs(seen.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_raw_body_and_multipart_agree(client):
+    data = (SAMPLES / "9_mnist_test_0009.png").read_bytes()
+    multipart = post_file(client, data).json()
+    for ctype in ("image/png", "application/octet-stream"):
+        raw = client.post("/api/predict", content=data, headers={"content-type": ctype}).json()
+        assert raw["digits"] == multipart["digits"] and raw["probabilities"] == multipart["probabilities"]
+        assert raw["source"] == "upload"
+
+
+def test_other_formats_and_modes(client, predictor):
+    """What a browser or phone sends: transparent canvas PNGs, JPEG, GIF, BMP, 16-bit, CMYK, WebP."""
+    path = SAMPLES / "3_mnist_test_0030.png"
+    grey = Image.open(path).convert("L")
+    expected = predictor.predict_file(path).digits
+    ink_on_clear = Image.new("RGBA", grey.size, (0, 0, 0, 0))
+    ink_on_clear.putalpha(grey)  # black ink on a transparent canvas, as the page may export it
+    variants = {"transparent.png": png_bytes(ink_on_clear),
+                "white.jpg": png_bytes(Image.eval(grey, lambda v: 255 - v).convert("RGB"), "JPEG", quality=95),
+                "anim.gif": png_bytes(grey.convert("P"), "GIF"), "bitmap.bmp": png_bytes(grey, "BMP"),
+                "sixteen.png": png_bytes(grey.convert("I;16")), "cmyk.jpg": png_bytes(grey.convert("CMYK"), "JPEG"),
+                "big.webp": png_bytes(grey.resize((280, 280)), "WEBP", quality=95)}
+    for name, data in variants.items():
+        r = post_file(client, data, name, "application/octet-stream")
+        assert r.status_code == 200, (name, r.text)
+        assert r.json()["digits"] == expected, name
+
+
+def test_blank_image_reads_no_digit(client):
+    body = post_file(client, png_bytes(Image.new("L", (280, 280), 255))).json()
+    assert body["number"] == "" and body["digits"] == [] and body["inputs_png"] == []
+
+
+# ---------------------------------------------------------------- errors: 4xx with a JSON detail, never a 500
+def png_with_header(width: int, height: int, payload: bytes) -> bytes:
+    """A grey PNG that declares width×height and carries ``payload`` as its (zlib) image data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", payload) + chunk(b"IEND", b"")
+
+
+def real_bomb() -> bytes:
+    """A valid PNG of white pixels, just over MAX_PIXELS (where Pillow itself only warns), in ~70 kB."""
+    side = math.isqrt(MAX_PIXELS) + 64
+    z = zlib.compressobj(9)
+    row = b"\0" + b"\xff" * side  # filter byte + pixels
+    payload = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    return png_with_header(side, side, payload)
+
+
+def chunked(data: bytes, size: int = 1 << 20):
+    for i in range(0, len(data), size):  # a generator body: sent chunked, with no Content-Length to trust
+        yield data[i:i + size]
+
+
+SAMPLE = (SAMPLES / "7_mnist_test_0017.png").read_bytes()
+ERROR_CASES = {
+    "empty body": (400, dict(content=b"", headers={"content-type": "image/png"})),
+    "text": (415, dict(content=b"hello, not an image", headers={"content-type": "text/plain"})),
+    "truncated png": (422, dict(content=SAMPLE[:len(SAMPLE) // 2], headers={"content-type": "image/png"})),
+    "bad zlib data": (422, dict(content=png_with_header(28, 28, b"not zlib"), headers={"content-type": "image/png"})),
+    "form without file": (400, dict(files={"picture": ("x.png", SAMPLE, "image/png")})),
+    "file field is text": (400, dict(data={"file": "not a file"}, files={"other": ("a.txt", b"a", "text/plain")})),
+    "empty file": (400, dict(files={"file": ("x.png", b"", "image/png")})),
+    "malformed form": (400, dict(content=b"--nope\r\n", headers={"content-type": "multipart/form-data; boundary=b"})),
+    "declared too big": (413, dict(content=b"x" * (MAX_UPLOAD_BYTES + 1), headers={"content-type": "image/png"})),
+    "sent too big, chunked": (413, dict(content=chunked(b"x" * (MAX_UPLOAD_BYTES + 1)),
+                                        headers={"content-type": "image/png"})),
+    "file too big in a form": (413, dict(files={"file": ("x.png", b"x" * (MAX_UPLOAD_BYTES + 1), "image/png")})),
+    "declared 400 M pixels": (413, dict(content=png_with_header(20_000, 20_000, zlib.compress(b"\0" * 64)),
+                                        headers={"content-type": "image/png"})),
+    "decompression bomb": (413, dict(content=real_bomb(), headers={"content-type": "image/png"})),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_errors(client, case):
+    status, kwargs = ERROR_CASES[case]
+    r = client.post("/api/predict", **kwargs)
+    assert r.status_code == status, (case, r.text)
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and detail
+
+
+def test_hostile_bytes_never_500(client):
+    """Seeded random corruptions of real images (PNG, JPEG, GIF): every answer is a 200 or a 4xx with detail."""
+    rng = random.Random(5)
+    grey = Image.open(SAMPLES / "8_mnist_test_0084.png")
+    seeds = [SAMPLE, png_bytes(grey.convert("RGB"), "JPEG"), png_bytes(grey, "GIF"), png_bytes(grey, "TIFF")]
+    statuses = set()
+    for i in range(240):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(data))
+            data[pos:pos + rng.randint(1, 4)] = rng.randbytes(rng.randint(0, 4))
+        r = client.post("/api/predict", content=bytes(data), headers={"content-type": "image/png"})
+        statuses.add(r.status_code)
+        assert r.status_code == 200 or (400 <= r.status_code < 500 and r.json()["detail"]), (i, r.text)
+    assert 200 in statuses and len(statuses) > 1  # the corruptions really did hit both outcomes
+
+
+# ---------------------------------------------------------------- concurrency: predictions run together
+class GatedPredictor:
+    """The real predictor, except that each prediction waits until ``parties`` of them are running at once."""
+
+    def __init__(self, real: Predictor, parties: int):
+        self.real, self.barrier = real, threading.Barrier(parties, timeout=30)
+
+    def predict_image(self, *args, **kwargs):
+        self.barrier.wait()  # BrokenBarrierError (→ 422) if the server ran predictions one at a time
+        return self.real.predict_image(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_predictions_run_together_off_the_event_loop(predictor):
+    gated = GatedPredictor(predictor, parties=3)
+    with TestClient(create_app(predictor=gated, threads=3)) as c, ThreadPoolExecutor(3) as pool:
+        first = [pool.submit(post_file, c, SAMPLE) for _ in range(2)]
+        time.sleep(0.5)
+        assert c.get("/api/health").status_code == 200  # the loop answers while two predictions wait
+        assert not any(f.done() for f in first)
+        last = post_file(c, SAMPLE)  # the third party: all three now run
+        answers = [f.result(timeout=60) for f in first] + [last]
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert all(r.json()["number"] == "7" for r in answers)
+
+
+# ---------------------------------------------------------------- a real server process
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(run_dir: Path, log_path: Path, *extra: str):
+    """``python -m mnist_cnn serve`` on a free loopback port; yields (base URL, process); stops it with Ctrl-C."""
+    port = free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", str(run_dir),
+                             "--port", str(port), *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, f"server exited: {log_path.read_text()}"
+            try:
+                if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"server not up in 90 s: {log_path.read_text()}"
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def test_real_server_process(trained_run, tmp_path):
+    log = tmp_path / "server.log"
+    with running_server(trained_run, log) as (base, proc):
+        page = httpx.get(base + "/")
+        assert page.status_code == 200 and 'id="canvas"' in page.text
+        for asset in ("/static/app.js", "/static/style.css"):
+            assert httpx.get(base + asset).status_code == 200
+        links = re.findall(r'(?:src|href)="([^"]*)"', page.text + httpx.get(base + "/static/app.js").text)
+        assert links and not [u for u in links if u.startswith(("http", "//"))]  # no CDN: all assets are ours
+        assert "/api/predict" in httpx.get(base + "/openapi.json").json()["paths"]
+        with httpx.Client(base_url=base) as http:
+            for path in SAMPLE_FILES[:3]:
+                r = http.post("/api/predict", files={"file": (path.name, path.read_bytes(), "image/png")})
+                assert r.status_code == 200 and r.json()["number"] == path.name[0]
+            assert http.post("/api/predict", content=b"junk").status_code == 415
+    assert proc.returncode == 0, log.read_text()  # Ctrl-C stops it cleanly
+    assert "Traceback" not in log.read_text()
+
+
+def test_serve_refuses_a_missing_checkpoint(tmp_path):
+    r = run_cli("serve", "--checkpoint", str(tmp_path / "nothing"), "--port", str(free_port()), timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_serve_help_shows_the_defaults():
+    r = run_cli("serve", "--help", timeout=60)
+    assert r.returncode == 0 and "127.0.0.1" in r.stdout and "8000" in r.stdout
