@@ -97,6 +97,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# ---------------------------------------------------------------- evaluate
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=DEFAULT_RUN,
+                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
+    p.add_argument("--data", default="", help="MNIST IDX folder, mnist.npz, or a folder of your labelled images "
+                                              "(<digit>/… or <digit>_….png) (default: the bundled MNIST)")
+    p.add_argument("--split", default=None, choices=("test", "train", "all"),
+                   help="MNIST: test or train (default: test); an image folder: all, or its train/test part "
+                        "(every 5th image of each digit is test) (default: all)")
+    p.add_argument("--out", default=None, help="report folder (default: <run folder>/report)")
+    p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
+                   help="auto: ONNX Runtime when the run has an in-step model.onnx, else PyTorch (default: auto)")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N images (default: 0, all)")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mnist_cnn.evaluate import evaluate, summary_line
+
+    report = evaluate(args.checkpoint, data=args.data or None, split=args.split, out=args.out,
+                      engine=args.engine, limit=args.limit)
+    print(summary_line(report))
+    print(f"report: {Path(report['out']) / 'report.html'}")
+    return 0
+
+
+# ---------------------------------------------------------------- import-keras
+def add_import_keras_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="Keras weights: a Keras 3 .weights.h5 or .keras, or a Keras 2 .h5")
+    p.add_argument("--out", default=None, help="checkpoint to write (default: FILE's name with .pt, next to it)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="score the imported weights on the MNIST test set (default: True)")
+
+
+def cmd_import_keras(args: argparse.Namespace) -> int:
+    from mnist_cnn.keras_import import default_out, import_keras
+
+    done = import_keras(args.file, args.out or default_out(args.file), check=args.check)
+    print(f"read {done['layers']} layers ({done['parameters']:,} parameters) from {args.file} ({done['format']})")
+    if done["accuracy"] is not None:
+        print(f"MNIST test accuracy of the imported weights: {done['accuracy']:.4f}")
+    print(f"wrote {done['out']}; predict with: mnist-cnn predict --checkpoint {done['out']} IMAGE")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 COMMANDS: dict[str, tuple[str, callable, callable]] = {
     "train": ("train the CNN on MNIST (or --data); torchrun -m mnist_cnn train for several processes",
@@ -104,6 +148,10 @@ COMMANDS: dict[str, tuple[str, callable, callable]] = {
     "predict": ("read digits in image files and print the 10 probabilities and the prediction",
                 add_predict_args, cmd_predict),
     "summary": ("print the model's layers, output shapes and parameter counts", add_summary_args, cmd_summary),
+    "evaluate": ("score a checkpoint on MNIST or your labelled images; write a report with plots (HTML, JSON, PNG)",
+                 add_evaluate_args, cmd_evaluate),
+    "import-keras": ("convert the TensorFlow tutorial's Keras weights (.weights.h5, Keras 2 .h5) to a checkpoint",
+                     add_import_keras_args, cmd_import_keras),
 }
 
 

@@ -37,6 +37,8 @@ class TrainConfig:
                                   "else fp32", choices=("auto", "fp32", "bf16"))
     data: str = _opt("", "training data: a folder with the four MNIST IDX files (.gz or not), a Keras "
                          "mnist.npz, or a folder of labelled images; default: the bundled data/mnist")
+    mix_mnist: int = _opt(0, "with --data: also train on the first N bundled MNIST training images, so that a model "
+                             "fine-tuned on your own digits keeps reading MNIST (0: none)")
     export_onnx: bool = _opt(True, "export model.onnx next to best.pt at the end, for fast predictions")
 
     def to_dict(self) -> dict:

@@ -79,8 +79,12 @@ def to_input(images_u8: torch.Tensor) -> torch.Tensor:
 
 
 def load_split(cfg: TrainConfig, split: str, device: torch.device, limit: int = 0) -> Dataset:
-    images, labels = load_digits(cfg.data or None, split, limit)
-    return Dataset(torch.from_numpy(images.copy()).to(device), torch.from_numpy(labels).to(device))
+    parts = [load_digits(cfg.data or None, split, limit)]
+    if split == "train" and cfg.data and cfg.mix_mnist:  # fine-tuning on your digits with some MNIST mixed in
+        parts.append(load_digits(None, "train", cfg.mix_mnist))
+    images = torch.cat([torch.from_numpy(x.copy()) for x, _ in parts])
+    labels = torch.cat([torch.from_numpy(y) for _, y in parts])
+    return Dataset(images.to(device), labels.to(device))
 
 
 def split_holdout(data: Dataset, n: int) -> tuple[Dataset, Dataset]:
