@@ -186,6 +186,7 @@ class Run:
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         self.opt = torch.optim.Adam(self.raw_model.parameters(), lr=cfg.lr, **fused)
         self.step, self.best_acc, self.history, self.temperature = 0, 0.0, [], 1.0
+        self.saved_batch, self.first_offset = 0, None  # the checkpoint's global batch; resumed epoch's start
 
     def log(self, msg: str) -> None:
         if self.dist.main:
@@ -196,7 +197,8 @@ class Run:
         return {"model_name": self.cfg.model, "model": self.raw_model.state_dict(),
                 "optimizer": self.opt.state_dict(), "step": self.step, "best_acc": self.best_acc,
                 "temperature": self.temperature,
-                "config": self.cfg.to_dict(), "history": self.history, "world_size": self.dist.world}
+                "config": self.cfg.to_dict(), "history": self.history, "world_size": self.dist.world,
+                "global_batch": self.cfg.batch_size * self.dist.world}
 
     def save(self, best: bool = False) -> None:
         if self.dist.main:
@@ -208,13 +210,11 @@ class Run:
         how = self.cfg.resume
         if how == "never":
             return
-        if how == "auto":
-            found = self.ckpts.latest()
-            if found is None:
-                return
-            path, ckpt = found
-        else:
-            path, ckpt = Path(how), load_checkpoint(how)
+        find = self.ckpts.latest if how == "auto" else lambda: (Path(how), load_checkpoint(how))
+        found = D.agree_on_checkpoint(find, self.dist)  # under torchrun: the newest any rank sees, to all
+        if found is None:
+            return
+        path, ckpt = found
         if ckpt.get("model_name", "tutorial") != self.cfg.model:
             raise MnistCnnError(f"{path} holds model {ckpt.get('model_name')!r}, not {self.cfg.model!r}: "
                                 f"pass --model {ckpt.get('model_name')}")
@@ -225,6 +225,8 @@ class Run:
             self.step, self.best_acc = ckpt["step"], ckpt.get("best_acc", 0.0)
             self.history = list(ckpt.get("history", []))
             self.temperature = ckpt.get("temperature", 1.0)
+            saved_cfg = ckpt.get("config", {})  # its global batch, to continue at the same sample if ours differs
+            self.saved_batch = ckpt.get("global_batch", saved_cfg.get("batch_size", 0) * ckpt.get("world_size", 1))
         self.log(f"resumed from {path} (step {ckpt['step']})")
 
     # ---- files
@@ -245,8 +247,11 @@ def _batches_of_epoch(run: Run, n: int, epoch: int, steps_per_epoch: int, global
     """Yield (step_in_epoch, this rank's indices) from the current position to the epoch's end."""
     order = epoch_order(n, run.cfg.seed, epoch, run.device)
     start = run.step - epoch * steps_per_epoch
+    offset = start * global_batch if run.first_offset is None else run.first_offset  # see rescale_position
+    run.first_offset = None
     for i in range(start, steps_per_epoch):
-        idx = order[i * global_batch:(i + 1) * global_batch]
+        lo = offset + (i - start) * global_batch
+        idx = order[lo:lo + global_batch]
         yield i, idx.tensor_split(run.dist.world)[run.dist.rank], len(idx)
 
 
@@ -266,6 +271,8 @@ def train_one_epoch(run: Run, model: nn.Module, data: Dataset, epoch: int, steps
                                    run.bf16, run.device)
         sums += torch.stack([loss.double(), correct.double(), torch.tensor(float(len(idx)), dtype=torch.float64, device=run.device)])
         run.step += 1
+        if D.stop_requested(run.step, d):  # torchrun forwarded Ctrl-C/SIGTERM: every rank stops after this step
+            raise KeyboardInterrupt
         bar.update(1)
         if i % 20 == 0 and d.main:  # a host sync every 20 steps, not every step
             bar.set_postfix_str(f"loss {sums[0].item() / sums[2].item():6.4f}  acc {sums[1].item() / sums[2].item():6.4f}")
@@ -300,6 +307,12 @@ def _train(run: Run) -> dict:
     global_batch = cfg.batch_size * d.world
     steps_per_epoch = math.ceil(len(train_data) / global_batch)
     total_steps = steps_per_epoch * cfg.epochs
+    if run.saved_batch and run.saved_batch != global_batch:  # resumed on another world size or --batch-size
+        saved_step = run.step
+        run.step, run.first_offset = D.rescale_position(run.step, len(train_data), run.saved_batch, global_batch)
+        run.log(f"global batch {run.saved_batch} -> {global_batch}: continuing epoch "
+                f"{run.step // steps_per_epoch + 1} at image {run.first_offset} of its order (step {saved_step} "
+                f"-> {run.step} of {total_steps})")
     run.log(f"training {cfg.model} ({count_parameters(run.raw_model):,} parameters) on {len(train_data):,} "
             f"images, {cfg.epochs} epochs of {steps_per_epoch} steps, batch {global_batch}"
             f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}{', bf16' if run.bf16 else ''}")
@@ -323,8 +336,14 @@ def _train(run: Run) -> dict:
                     f"  test_acc {test_acc:.4f}  {time.perf_counter() - t_epoch:5.1f}s")
     except KeyboardInterrupt:
         run.save()
+        if not d.main:
+            raise SystemExit(2) from None  # rank 0 reports it, once
         raise MnistCnnError(f"interrupted at step {run.step}: saved {run.ckpts.folder / 'last.pt'}; run the "
                             f"same command again (--resume auto) to continue") from None
+    if d.world > 1:  # DDP keeps replicas equal by construction; prove it at the cost of one tiny gather
+        digests = D.replica_digests(run.raw_model, d)
+        run.log(f"replica check: weights sha256 by rank {' '.join(f'{r}:{h}' for r, h in enumerate(digests))}"
+                f" {'identical' if len(set(digests)) == 1 else 'DIFFER'}")
     if d.main and cfg.export_onnx:
         _export_best(run)
     if d.main:
