@@ -152,7 +152,8 @@ CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:1000px;margin:2em au
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
 .big{font-size:2.2em;font-weight:600}.muted{color:#666}table{border-collapse:collapse;margin:.5em 0}
 td,th{padding:.2em .8em;border-bottom:1px solid #eee;text-align:right}tr.weak{background:#fff1f1}
-img{max-width:100%;border:1px solid #eee}code{background:#f4f4f4;padding:0 .25em}"""
+img{max-width:100%;border:1px solid #eee}code{background:#f4f4f4;padding:0 .25em}
+.row{display:flex;flex-wrap:wrap;gap:0 4em}"""
 
 
 def render_html(report: dict, out: Path) -> str:
@@ -179,10 +180,11 @@ def render_html(report: dict, out: Path) -> str:
 <p>{report['images']:,} images of {esc(report['data'])}; {report['errors']:,} misread.<br>
 <span class="muted">checkpoint <code>{esc(report['checkpoint'])}</code> ({esc(report['engine'])} engine),
 {esc(report['created'])}</span></p>
-<h2>Per digit</h2>{_table(["digit", "images", "precision", "recall", "F1"], class_rows,
+<div class="row"><div><h2>Per digit</h2>{_table(["digit", "images", "precision", "recall", "F1"], class_rows,
                           ["weak" if i == weakest else "" for i in range(len(class_rows))])}
-<p class="muted">The weakest digit (lowest F1) is highlighted.</p>
-<h2>Most frequent confusions</h2>{_table(["true → predicted", "images"], confusions) if confusions else "<p>none</p>"}
+<p class="muted">The weakest digit (lowest F1) is highlighted.</p></div>
+<div><h2>Most frequent confusions</h2>{_table(["true → predicted", "images"], confusions) if confusions
+                                         else "<p>none</p>"}</div></div>
 {pictures}{skipped}</body></html>
 """
 

@@ -53,11 +53,17 @@ def _attr_list(group, name: str) -> list[str]:
 
 
 def _keras3_layers(layers_group) -> list[KerasLayer]:
-    """Every ``…/vars`` group under ``layers`` (nested models included); vars are named 0, 1, …"""
+    """Every ``…/vars`` group under ``layers`` (nested models included); vars are named 0, 1, …
+
+    Only ``layers`` is searched: a compiled model's file also holds ``optimizer/vars``, whose Adam moments
+    have the kernels' shapes.
+    """
+    import h5py
+
     found: list[KerasLayer] = []
 
     def visit(name, obj):
-        if name.split("/")[-1] == "vars" and len(obj):
+        if name.split("/")[-1] == "vars" and isinstance(obj, h5py.Group) and len(obj):
             found.append(KerasLayer(name.rsplit("/vars", 1)[0], [obj[str(i)][()] for i in range(len(obj))]))
 
     layers_group.visititems(visit)

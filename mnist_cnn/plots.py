@@ -1,4 +1,4 @@
-"""The evaluation report's pictures, drawn with matplotlib's non-interactive Agg backend.
+"""The evaluation report's pictures, drawn with matplotlib's non-interactive Agg backend (no pyplot).
 
 ``plot_confusion``, ``plot_mistakes`` and ``plot_history`` each write one PNG; ``mnist_cnn.evaluate`` calls
 them (``mnist-cnn evaluate`` → ``confusion.png``, ``mistakes.png``, ``history.png``).
@@ -13,14 +13,11 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
-    """pyplot on the Agg backend: works without a display, in servers and in tests."""
-    import matplotlib
+def _figure(**kw):
+    """A matplotlib Figure drawn by Agg, without pyplot: no display, no global state, safe in threads."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kw)
 
 
 def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
@@ -28,11 +25,11 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
     still shows), empty cells white."""
     from matplotlib.colors import LogNorm
 
-    plt = _pyplot()
     k = len(cm)
     diagonal = np.eye(k, dtype=bool)
     errors = np.ma.masked_where(diagonal | (cm == 0), cm)
-    fig, ax = plt.subplots(figsize=(8.4, 7.2), dpi=110)
+    fig = _figure(figsize=(8.4, 7.2), dpi=110)
+    ax = fig.subplots()
     ax.imshow(np.ma.masked_where(~diagonal, cm), cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1) * 1.1)
     im = ax.imshow(errors, cmap="Reds", norm=LogNorm(vmin=0.4, vmax=max(int(errors.max() or 1), 2)))
     for t in range(k):
@@ -55,7 +52,6 @@ def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:
     bar.set_ticks(ticks, labels=[str(v) for v in ticks])
     bar.minorticks_off()
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_mistakes(images: np.ndarray, truth: np.ndarray, guess: np.ndarray, confidence: np.ndarray,
@@ -66,12 +62,11 @@ def plot_mistakes(images: np.ndarray, truth: np.ndarray, guess: np.ndarray, conf
         images: (M,28,28) uint8 as the model saw them (ink bright); drawn inverted, like ink on paper.
         captions: an optional short line under each image (e.g. the file name).
     """
-    plt = _pyplot()
     m = len(images)
     cols = min(8, max(m, 1))
     rows = max(1, math.ceil(m / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols + 0.3, (2.0 if captions else 1.8) * rows + 0.6),
-                             dpi=110, squeeze=False)
+    fig = _figure(figsize=(1.5 * cols + 0.3, (2.0 if captions else 1.8) * rows + 0.6), dpi=110)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= m:
             ax.axis("off")
@@ -89,7 +84,6 @@ def plot_mistakes(images: np.ndarray, truth: np.ndarray, guess: np.ndarray, conf
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def read_metrics(path: Path) -> dict[str, list[float]]:
@@ -111,10 +105,11 @@ def plot_history(metrics_csv: Path, path: Path, title: str) -> bool:
     cols = read_metrics(metrics_csv)
     if not cols.get("epoch"):
         return False
-    plt = _pyplot()
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     epochs = cols["epoch"]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    fig = _figure(figsize=(10, 4), dpi=110)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, what, ylabel in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):
         for split, style in (("train", "o-"), ("test", "s-")):
             values = cols.get(f"{split}_{what}")
@@ -125,7 +120,7 @@ def plot_history(metrics_csv: Path, path: Path, title: str) -> bool:
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.margins(x=0.08)
-        ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         ax.grid(alpha=0.3)
         ax.legend()
     ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -134,5 +129,4 @@ def plot_history(metrics_csv: Path, path: Path, title: str) -> bool:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return True
