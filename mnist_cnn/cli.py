@@ -141,6 +141,25 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- export
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=DEFAULT_RUN,
+                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt)")
+    p.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
+    p.add_argument("--out", default=None,
+                   help="output file (default: model.onnx in the checkpoint's run folder, where predict finds it)")
+    p.add_argument("--exporter", default="auto", choices=("auto", "torchscript", "dynamo"),
+                   help="torch.onnx exporter; auto: TorchScript (seconds faster) when this torch has it, else dynamo "
+                        "(default: auto)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mnist_cnn.export import export_onnx
+
+    print(export_onnx(args.checkpoint, args.out, exporter=args.exporter).summary())
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 COMMANDS: dict[str, tuple[str, callable, callable]] = {
     "train": ("train the CNN on MNIST (or --data); torchrun -m mnist_cnn train for several processes",
@@ -148,6 +167,7 @@ COMMANDS: dict[str, tuple[str, callable, callable]] = {
     "predict": ("read digits in image files and print the 10 probabilities and the prediction",
                 add_predict_args, cmd_predict),
     "summary": ("print the model's layers, output shapes and parameter counts", add_summary_args, cmd_summary),
+    "export": ("export a checkpoint to ONNX (dynamic batch), checked against PyTorch", add_export_args, cmd_export),
     "evaluate": ("score a checkpoint on MNIST or your labelled images; write a report with plots (HTML, JSON, PNG)",
                  add_evaluate_args, cmd_evaluate),
     "import-keras": ("convert the TensorFlow tutorial's Keras weights (.weights.h5, Keras 2 .h5) to a checkpoint",
