@@ -141,6 +141,24 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- serve
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=DEFAULT_RUN,
+                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 exposes the server to your network (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="predictions run at once, in worker threads (default: the number of CPU cores)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mnist_cnn.serve import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads)
+    return 0
+
+
 # ---------------------------------------------------------------- export
 def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=DEFAULT_RUN,
@@ -168,6 +186,7 @@ COMMANDS: dict[str, tuple[str, callable, callable]] = {
                 add_predict_args, cmd_predict),
     "summary": ("print the model's layers, output shapes and parameter counts", add_summary_args, cmd_summary),
     "export": ("export a checkpoint to ONNX (dynamic batch), checked against PyTorch", add_export_args, cmd_export),
+    "serve": ("HTTP API and a drawing page (http://127.0.0.1:8000/) for the model", add_serve_args, cmd_serve),
     "evaluate": ("score a checkpoint on MNIST or your labelled images; write a report with plots (HTML, JSON, PNG)",
                  add_evaluate_args, cmd_evaluate),
     "import-keras": ("convert the TensorFlow tutorial's Keras weights (.weights.h5, Keras 2 .h5) to a checkpoint",

@@ -71,7 +71,7 @@ def test_health_and_model(client, predictor):
 
 
 def test_predict_reads_the_samples_like_the_predictor(client, predictor):
-    right = 0
+    """The API answers exactly what the CLI's Predictor answers (how well that reads is tested elsewhere)."""
     for path in SAMPLE_FILES:
         r = post_file(client, path.read_bytes(), path.name)
         assert r.status_code == 200, r.text
@@ -82,8 +82,6 @@ def test_predict_reads_the_samples_like_the_predictor(client, predictor):
         assert np.allclose(np.sum(body.probabilities, axis=1), 1.0, atol=1e-4)
         assert body.confidence == pytest.approx([max(p) for p in body.probabilities])
         assert body.timing_ms.total >= body.timing_ms.predict > 0
-        right += body.number == path.name[0]
-    assert right >= 9, f"only {right}/10 samples read right"
 
 
 def test_inputs_png_is_what_the_model_saw(client, predictor):
@@ -265,7 +263,7 @@ def running_server(run_dir: Path, log_path: Path, *extra: str):
         log.close()
 
 
-def test_real_server_process(trained_run, tmp_path):
+def test_real_server_process(trained_run, predictor, tmp_path):
     log = tmp_path / "server.log"
     with running_server(trained_run, log) as (base, proc):
         page = httpx.get(base + "/")
@@ -278,7 +276,7 @@ def test_real_server_process(trained_run, tmp_path):
         with httpx.Client(base_url=base) as http:
             for path in SAMPLE_FILES[:3]:
                 r = http.post("/api/predict", files={"file": (path.name, path.read_bytes(), "image/png")})
-                assert r.status_code == 200 and r.json()["number"] == path.name[0]
+                assert r.status_code == 200 and r.json()["number"] == predictor.predict_file(path).number
             assert http.post("/api/predict", content=b"junk").status_code == 415
     assert proc.returncode == 0, log.read_text()  # Ctrl-C stops it cleanly
     assert "Traceback" not in log.read_text()

@@ -8,6 +8,7 @@ test-artifacts/.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import httpx
@@ -167,6 +168,36 @@ def test_upload_a_sample_file(page, server):
     page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
     wait_answer(page, before)
     assert "not an image" in page.inner_text("#status")  # the API's 415 detail, shown to the user
+
+
+def test_drop_an_image_file(page):
+    sample = SAMPLES / "6_mnist_test_0021.png"
+    before = count(page)
+    page.evaluate("""([b64, name]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], name, { type: "image/png" }));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true,
+                                                                             cancelable: true }));
+    }""", [base64.b64encode(sample.read_bytes()).decode(), sample.name])
+    wait_answer(page, before)
+    got = shown(page)
+    assert got["bars"] == 10 and got["seen"] == [[28, 28]] and got["number"].isdigit()
+
+
+def test_renders_several_digits_and_a_verdict(page):
+    """Fields other engineers add to Prediction (a verdict, several digits) are shown, not crashed on."""
+    probs = [[0.01] * 10, [0.05] * 10]
+    probs[0][4], probs[1][2] = 0.91, 0.55
+    page.evaluate("(d) => render(d)", {"number": "42", "digits": [4, 2], "confidence": [0.91, 0.55],
+                                      "probabilities": probs, "inputs_png": [], "verdict": ["digit", "unsure"],
+                                      "timing_ms": {"predict": 1.0, "total": 2.0}})
+    assert page.inner_text("#number") == "42"
+    assert page.locator("#charts .chart").count() == 2 and page.locator("#charts .bar").count() == 20
+    assert page.inner_text("#verdict") == "digit, unsure" and page.is_visible("#verdict")
+    assert "unsure" in page.get_attribute("#number", "class")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-two-digits-unsure.png"), full_page=True)
 
 
 @pytest.mark.parametrize("kind", ["touch", "pen"])
