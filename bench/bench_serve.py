@@ -1,14 +1,14 @@
 """Load on the HTTP API: a real ``mnist-cnn serve`` process on 127.0.0.1, 10,000 single-digit PNGs per level.
 
 Run: python bench/bench_serve.py [--checkpoint runs/mnist] [--requests 10000] [--concurrency 32 64]
-                                 [--repeats 3] [--threads N]
+                                 [--repeats 3] [--threads N] [--engine auto|onnx|torch]
 
 The client is aiohttp's, in this process: ``concurrency`` requests in flight, each a raw PNG body
 (a MNIST test digit drawn black on white, as the drawing page sends it). Reports requests/s, p50/p99 latency,
 errors (non-200 or transport failures), how many answers match the label, and the server's RSS after a warm-up
 and after all the levels; medians of ``--repeats`` runs. The baseline, timed in the same run, is the same
 Predictor called in-process on one thread (no HTTP), so the ratio shows what the server adds. The client shares
-the 2 cores with the server: its own CPU time is reported too. Writes bench/results/serve.json.
+the 2 cores with the server: its own CPU time is reported too. Writes bench/results/serve-<engine>.json.
 Targets (this 2-core machine): 0 errors, >= 1,000 req/s and p99 <= 50 ms at concurrency 32, RSS growth <= 50 MB.
 """
 
@@ -81,12 +81,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(checkpoint: str, threads: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: str, threads: int | None, engine: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", checkpoint, "--host", "127.0.0.1",
-           "--port", str(port)] + (["--threads", str(threads)] if threads else [])
+           "--port", str(port), "--engine", engine] + (["--threads", str(threads)] if threads else [])
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -135,11 +135,11 @@ async def load(base: str, images: list[bytes], labels: np.ndarray, n: int, concu
             "errors": errors, "correct": correct / n, "client_cpu_s": cpu, "wall_s": wall, "n": n}
 
 
-def in_process_baseline(checkpoint: str, images: list[bytes], n: int = 500) -> float:
+def in_process_baseline(checkpoint: str, engine: str, images: list[bytes], n: int = 500) -> float:
     """Predictions/s of the same Predictor called directly on one thread (no HTTP, no JSON)."""
     from mnist_cnn.predict import Predictor
 
-    predictor = Predictor.from_checkpoint(checkpoint)
+    predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
     if predictor.engine.name == "torch":
         import torch
 
@@ -153,7 +153,7 @@ def in_process_baseline(checkpoint: str, images: list[bytes], n: int = 500) -> f
 
 
 def one_repeat(args, checkpoint: str, images, labels) -> tuple[list[dict], dict]:
-    proc, base = start_server(checkpoint, args.threads)
+    proc, base = start_server(checkpoint, args.threads, args.engine)
     try:
         rss_start = rss_mib(proc.pid)
         asyncio.run(load(base, images, labels, 500, max(args.concurrency)))  # warm-up: caches, pools, arenas
@@ -203,11 +203,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[32, 64], help="levels (default: 32 64)")
     p.add_argument("--repeats", type=int, default=3, help="server starts, each running every level (default: 3)")
     p.add_argument("--threads", type=int, default=None, help="the server's --threads (default: its own)")
+    p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"), help="the server's --engine "
+                   "(default: auto, ONNX Runtime when the run has model.onnx)")
     args = p.parse_args()
 
     checkpoint = ensure_checkpoint(args.checkpoint)
     images, labels = digit_pngs()
-    baseline = in_process_baseline(checkpoint, images)
+    baseline = in_process_baseline(checkpoint, args.engine, images)
     runs = [one_repeat(args, checkpoint, images, labels) for _ in range(args.repeats)]
     rows = summarise(runs, args.concurrency, baseline)
     print(f"serve: {args.requests:,} requests per level, median of {args.repeats} server runs, engine "
@@ -221,8 +223,9 @@ def main() -> None:
            "rss_growth_mib": max(r["rss growth MiB"] for r in rows) <= TARGETS["rss_growth_mib"]}
     print("targets at concurrency", first["concurrency"], ":",
           ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in met.items()))
-    path = write_json("serve", {"summary": rows, "targets": TARGETS, "met": met, "baseline_per_s": baseline,
-                                "runs": [{"levels": r, "memory": m} for r, m in runs], "cores": os.cpu_count()})
+    path = write_json(f"serve-{runs[0][1]['engine']}", {
+        "summary": rows, "targets": TARGETS, "met": met, "baseline_per_s": baseline, "cores": CORES,
+        "runs": [{"levels": r, "memory": m} for r, m in runs]})
     print(f"wrote {path}")
 
 

@@ -150,12 +150,14 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--threads", type=int, default=None,
                    help="predictions run at once, in worker threads (default: the number of CPU cores)")
+    p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
+                   help="auto: ONNX Runtime when the run has an in-step model.onnx, else PyTorch (default: auto)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mnist_cnn.serve import serve
 
-    serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads)
+    serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, engine=args.engine)
     return 0
 
 

@@ -178,13 +178,37 @@ UPLOAD_DOC = {"requestBody": {"required": True, "content": {
 
 
 # ---------------------------------------------------------------- the app
+def count_parameters(engine) -> int | None:
+    """The model's parameters: the torch module's, or the float initializers (the weights) of the ONNX graph."""
+    model = getattr(engine, "model", None)
+    if model is not None and hasattr(model, "parameters"):
+        return sum(p.numel() for p in model.parameters())
+    path = getattr(engine, "path", None)
+    if path is None or not str(path).endswith(".onnx"):
+        return None
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # a description is not worth failing the server for
+        log.warning("cannot count the parameters of %s", path, exc_info=True)
+        return None
+    return sum(int(np.prod(t.dims)) for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+
+
 def model_info(predictor) -> dict:
     info = dict(predictor.describe())
     info.setdefault("test_accuracy", info.get("best_acc"))
-    model = getattr(predictor.engine, "model", None)  # the torch engine can count; others may say so in describe()
-    if info.get("parameters") is None and model is not None:
-        info["parameters"] = sum(p.numel() for p in model.parameters())
+    if info.get("parameters") is None:
+        info["parameters"] = count_parameters(predictor.engine)
     return info
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # a container or taskset may allow fewer cores than the machine has
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def create_app(checkpoint: str | Path | None = None, predictor=None, threads: int | None = None) -> FastAPI:
@@ -198,7 +222,7 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
         from mnist_cnn.predict import Predictor
 
         app.state.predictor = predictor or Predictor.from_checkpoint(checkpoint)
-        app.state.limiter = anyio.CapacityLimiter(threads or os.cpu_count() or 1)
+        app.state.limiter = anyio.CapacityLimiter(threads or usable_cores())
         app.state.started = time.monotonic()
         app.state.info = model_info(app.state.predictor)
         if app.state.info.get("engine") == "torch":
@@ -243,13 +267,13 @@ def add_routes(app: FastAPI) -> None:
 
 
 def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
-          log_level: str = "info") -> None:
+          engine: str = "auto", log_level: str = "info") -> None:
     """Load the model (errors surface here, before the server starts), then run uvicorn until Ctrl-C."""
     import uvicorn
 
     from mnist_cnn.predict import Predictor
 
-    predictor = Predictor.from_checkpoint(checkpoint)
+    predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
     app = create_app(predictor=predictor, threads=threads)
     print(f"serving {predictor.checkpoint} ({predictor.engine.name}) on http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -1,4 +1,4 @@
-"""The drawing page in a real headless Chromium: ``PYTHONPATH=. .venv/bin/python -m pytest -q tests/test_serve_browser.py``.
+"""The drawing page in a real headless Chromium: ``pytest -q tests/test_serve_browser.py``.
 
 Drives Debian's /usr/bin/chromium through Playwright (its own browser download is not available here; ``make
 setup`` installs both). Draws digits with real pointer input (mouse, touch and pen through the DevTools input
@@ -118,7 +118,7 @@ def draw_cdp(page, strokes, kind: str) -> None:
 def shown(page) -> dict:
     return {"number": page.inner_text("#number").strip(), "bars": page.locator("#charts .bar").count(),
             "top": page.locator("#charts .bar.top .digit").all_inner_texts(),
-            "seen": page.eval_on_selector_all("#inputs img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")}
+            "seen": page.eval_on_selector_all("#inputs img", "ims => ims.map(i => [i.naturalWidth, i.naturalHeight])")}
 
 
 def test_draw_a_seven_with_the_mouse(page):
