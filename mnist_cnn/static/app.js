@@ -13,6 +13,7 @@ let strokes = [];              // [{w: width as a fraction of the canvas, pts: [
 let background = null;         // an uploaded image drawn under the strokes
 let current = null;            // the stroke being drawn
 let timer = null, inFlight = false, dirty = false, count = 0, framePending = false;
+let generation = 0;             // bumped by Clear: replies to requests sent before it are dropped
 
 // ------------------------------------------------------------ drawing
 function fitCanvas() {
@@ -109,6 +110,7 @@ async function flush() {
   dirty = false;
   if (isBlank()) return;
   inFlight = true;
+  result.dataset.state = "busy";
   try {
     const blob = await new Promise((ok) => canvas.toBlob(ok, "image/png"));
     await send(blob, { "Content-Type": "image/png" });
@@ -118,19 +120,23 @@ async function flush() {
   }
 }
 
+// data-state on .result: "busy" while a reply for the latest drawing is still to come, then "done" or "error"
+// (the tests wait on it); data-count counts the replies.
 async function send(body, headers = {}) {
   result.dataset.state = "busy";
+  const sentIn = generation;
+  let state = "done";
   try {
     const r = await fetch("/api/predict", { method: "POST", body, headers });
     const data = await r.json().catch(() => ({ detail: `HTTP ${r.status}` }));
     if (!r.ok) throw new Error(typeof data.detail === "string" ? data.detail : `HTTP ${r.status}`);
-    if (!isBlank()) render(data);   // a reply that arrives after Clear is dropped
-    result.dataset.state = "done";
+    if (sentIn === generation) render(data);
   } catch (err) {
     showStatus(err.message || String(err), true);
-    result.dataset.state = "error";
+    state = "error";
   }
   result.dataset.count = String(++count);
+  result.dataset.state = dirty || timer ? "busy" : state;  // more strokes came in meanwhile: another reply is due
 }
 
 async function upload(file) {
@@ -145,13 +151,14 @@ async function upload(file) {
 }
 
 $("file").addEventListener("change", (e) => { upload(e.target.files[0]); e.target.value = ""; });
+// A file dropped anywhere on the page is read (the browser would otherwise navigate away to it).
 const drop = $("drop");
-drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
+document.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) drop.classList.remove("over"); });
+document.addEventListener("drop", (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  upload(e.dataTransfer.files[0]);
+  upload(e.dataTransfer && e.dataTransfer.files[0]);
 });
 
 // ------------------------------------------------------------ showing the answer
@@ -228,6 +235,10 @@ function renderInputs(urls) {
 
 function reset() {
   dirty = false;
+  generation++;
+  clearTimeout(timer);
+  timer = null;
+  result.dataset.state = "idle";
   $("number").textContent = "–";
   $("number").classList.remove("unsure");
   $("confidence").textContent = "Draw a digit to start.";
