@@ -225,10 +225,6 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
         app.state.limiter = anyio.CapacityLimiter(threads or usable_cores())
         app.state.started = time.monotonic()
         app.state.info = model_info(app.state.predictor)
-        if app.state.info.get("engine") == "torch":
-            import torch
-
-            torch.set_num_threads(1)  # parallelism comes from concurrent requests; intra-op threads only contend
         app.state.predictor.predict_arrays(np.zeros((1, 28, 28), np.float32))  # warm up: the first user waits less
         yield
 
@@ -274,6 +270,10 @@ def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 80
     from mnist_cnn.predict import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
+    if predictor.engine.name == "torch":
+        import torch
+
+        torch.set_num_threads(1)  # parallelism comes from concurrent requests; intra-op threads only contend
     app = create_app(predictor=predictor, threads=threads)
     print(f"serving {predictor.checkpoint} ({predictor.engine.name}) on http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -70,6 +70,16 @@ def test_health_and_model(client, predictor):
     assert info["test_accuracy"] == meta["best_acc"] and 0.9 < info["test_accuracy"] <= 1.0
 
 
+def test_both_engines_serve_the_same_answers(client, trained_run):
+    torch_predictor = Predictor.from_checkpoint(trained_run, engine="torch")
+    with TestClient(create_app(predictor=torch_predictor)) as torch_client:
+        assert torch_client.get("/api/model").json()["parameters"] == 93_322
+        for path in SAMPLE_FILES[:4]:
+            a, b = (post_file(c, path.read_bytes()).json() for c in (client, torch_client))
+            assert a["digits"] == b["digits"]
+            assert np.allclose(a["probabilities"], b["probabilities"], atol=1e-4)
+
+
 def test_predict_reads_the_samples_like_the_predictor(client, predictor):
     """The API answers exactly what the CLI's Predictor answers (how well that reads is tested elsewhere)."""
     for path in SAMPLE_FILES:
