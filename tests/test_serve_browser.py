@@ -195,16 +195,24 @@ def test_drop_an_image_file(page):
 
 
 def test_renders_several_digits_and_a_verdict(page):
-    """Fields other engineers add to Prediction (a verdict, several digits) are shown, not crashed on."""
+    """A reply with several digits, one unsure (Prediction's verdict, status and reasons) is shown as such."""
     probs = [[0.01] * 10, [0.05] * 10]
     probs[0][4], probs[1][2] = 0.91, 0.55
     page.evaluate("(d) => render(d)", {"number": "42", "digits": [4, 2], "confidence": [0.91, 0.55],
-                                      "probabilities": probs, "inputs_png": [], "verdict": ["digit", "unsure"],
+                                      "probabilities": probs, "inputs_png": [], "verdict": "unsure",
+                                      "status": ["ok", "unsure"], "reasons": ["", "low confidence"],
                                       "timing_ms": {"predict": 1.0, "total": 2.0}})
     assert page.inner_text("#number") == "42"
     assert page.locator("#charts .chart").count() == 2 and page.locator("#charts .bar").count() == 20
-    assert page.inner_text("#verdict") == "digit, unsure" and page.is_visible("#verdict")
+    assert page.inner_text("#verdict") == "unsure: low confidence" and page.is_visible("#verdict")
+    assert page.locator("#charts h3").all_inner_texts()[1].endswith("(unsure: low confidence)")
     assert "unsure" in page.get_attribute("#number", "class")
+    page.evaluate("(d) => render(d)", {"number": "4", "digits": [4], "confidence": [0.91],
+                                      "probabilities": probs[:1], "verdict": "ok", "status": ["ok"]})
+    assert not page.is_visible("#verdict") and "unsure" not in page.get_attribute("#number", "class")
+    page.evaluate("(d) => render(d)", {"number": "42", "digits": [4, 2], "confidence": [0.91, 0.55],
+                                      "probabilities": probs, "verdict": "unsure", "status": ["ok", "unsure"],
+                                      "reasons": ["", "low confidence"]})
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "serve-two-digits-unsure.png"), full_page=True)
 

@@ -176,26 +176,27 @@ function verdictText(v) {
   return String(v);
 }
 
+// Fields beyond the core ones (verdict, per-digit status and reasons) are shown when the server sends them.
 function render(d) {
-  const digits = Array.isArray(d.digits) ? d.digits : [];
-  const conf = Array.isArray(d.confidence) ? d.confidence : [];
+  const list = (v) => (Array.isArray(v) ? v : []);
+  const digits = list(d.digits), conf = list(d.confidence);
   const verdict = verdictText(d.verdict);
+  const reasons = [...new Set(list(d.reasons).filter((r) => typeof r === "string" && r))];
   const sure = !verdict || verdict.split(", ").every((v) => OK_VERDICTS.test(v));
   $("number").textContent = d.number || "–";
   $("number").classList.toggle("unsure", !sure);
-  $("confidence").textContent = !digits.length ? "No ink found."
+  $("confidence").textContent = !digits.length ? "No digit found."
     : digits.length === 1 ? `${pct(conf[0] ?? 0)} sure`
     : `${digits.length} digits, ${conf.map(pct).join(" · ")} sure`;
-  $("verdict").hidden = !verdict;
-  $("verdict").textContent = verdict;
-  $("verdict").classList.toggle("ok", sure);
-  renderCharts(Array.isArray(d.probabilities) ? d.probabilities : [], digits);
+  $("verdict").hidden = sure || !digits.length;  // "ok" needs no badge; "no digit found" is said above
+  $("verdict").textContent = verdict + (reasons.length ? `: ${reasons.join("; ")}` : "");
+  renderCharts(list(d.probabilities), digits, list(d.status), list(d.reasons));
   renderInputs(Array.isArray(d.inputs_png) ? d.inputs_png : []);
   const t = d.timing_ms && d.timing_ms.total;
   showStatus(typeof t === "number" ? `answered in ${t.toFixed(1)} ms on the server` : "");
 }
 
-function renderCharts(rows, digits) {
+function renderCharts(rows, digits, status = [], reasons = []) {
   const box = $("charts");
   box.replaceChildren();
   rows.forEach((probs, i) => {
@@ -203,6 +204,7 @@ function renderCharts(rows, digits) {
     chart.className = "chart";
     const h = document.createElement("h3");
     h.textContent = rows.length > 1 ? `Digit ${i + 1} of ${rows.length}: probabilities` : "Probabilities";
+    if (status[i] && !OK_VERDICTS.test(status[i])) h.textContent += ` (${status[i]}${reasons[i] ? `: ${reasons[i]}` : ""})`;
     const list = document.createElement("ol");
     list.className = "bars";
     list.setAttribute("aria-label", h.textContent);
