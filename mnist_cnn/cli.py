@@ -57,44 +57,118 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- predict
+PROGRESS_MIN = 10  # a progress bar (on a terminal) from this many images on
+CSV_FIELDS = ["source", "number", "verdict", "position", "digit", "status", "confidence", "energy",
+              *[f"p{i}" for i in range(10)], "error"]
+
+
 def add_predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, …)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG, JPEG, …), folders (their images, searched recursively) or glob patterns "
+                        "such as 'scans/**/*.jpg' (expanded here too, so quoting them is fine)")
     p.add_argument("--checkpoint", default=DEFAULT_RUN,
                    help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
     p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
                    help="auto: ONNX Runtime when the run has an in-step model.onnx, else PyTorch (default: auto)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    out.add_argument("--csv", action="store_true", help="CSV with a header: one row per digit (per image when none)")
+    p.add_argument("--single", action="store_true", help="read each image as one digit (do not split numbers)")
+    p.add_argument("--save-preprocessed", metavar="DIR",
+                   help="write the 28×28 images the model saw to DIR as <image>_<i>.png, one per digit")
+    p.add_argument("--no-progress", action="store_true",
+                   help=f"no progress bar (else one on stderr, on a terminal, from {PROGRESS_MIN} images on)")
 
 
-def print_prediction(pred, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(pred.to_dict()))
-        return
-    print(pred.source)
+def format_prediction(pred) -> str:
+    """The tutorial's report (10 probabilities, the digit), one block per digit, and a verdict when not ok."""
+    lines = [pred.source]
     if not pred.digits:
-        print("  no digit found")
-        return
-    for digit, probs in zip(pred.digits, pred.probabilities):
-        print("  probabilities: " + " ".join(f"{i}:{p:.4f}" for i, p in enumerate(probs)))
-        print(f"  predicted digit: {digit}  (confidence {max(probs):.4f})")
+        return "\n".join(lines + ["  no digit found"])
+    many = len(pred.digits) > 1
+    if many:
+        shown = "".join(str(d) if s == "ok" else "?" for d, s in zip(pred.digits, pred.status))
+        lines.append(f"  number: {pred.number}  ({len(pred.digits)} digits, left to right"
+                     + (f"; unsure ones marked: {shown})" if "?" in shown else ")"))
+    pad = "    " if many else "  "
+    for i, (digit, probs, conf, reason) in enumerate(zip(pred.digits, pred.probabilities, pred.confidence,
+                                                         pred.reasons)):
+        if many:
+            lines.append(f"  digit {i + 1}:")
+        lines.append(pad + "probabilities: " + " ".join(f"{d}:{p:.4f}" for d, p in enumerate(probs)))
+        lines.append(pad + (f"unsure: {reason} (looks most like {digit}, confidence {conf:.4f})" if reason
+                            else f"predicted digit: {digit}  (confidence {conf:.4f})"))
+    if pred.verdict != "ok":
+        lines.append(f"  verdict: {pred.verdict}")
+    return "\n".join(lines)
+
+
+def csv_rows(pred=None, source: str = "", error: str = "") -> list[list]:
+    if pred is None:
+        return [[source, "", "error", "", "", "", "", "", *[""] * 10, error]]
+    if not pred.digits:
+        return [[pred.source, "", pred.verdict, "", "", "", "", "", *[""] * 10, ""]]
+    return [[pred.source, pred.number, pred.verdict, i + 1, d, s, f"{c:.6f}", f"{e:.4f}",
+             *[f"{p:.6f}" for p in probs], ""]
+            for i, (d, s, c, e, probs) in enumerate(zip(pred.digits, pred.status, pred.confidence, pred.energy,
+                                                        pred.probabilities))]
+
+
+def _emitter(args: argparse.Namespace):
+    """A function that prints a result (or an error) in the chosen format, above any progress bar."""
+    import csv
+    import io
+
+    from tqdm import tqdm
+
+    def write_rows(rows: list[list]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        tqdm.write(buf.getvalue().rstrip("\n"), file=sys.stdout)
+
+    def emit(pred=None, source: str = "", error: str = "") -> None:
+        if error:
+            tqdm.write(f"error: {error}", file=sys.stderr)
+        if args.csv:
+            write_rows(csv_rows(pred, source, error))
+        elif args.json:
+            tqdm.write(json.dumps(pred.to_dict() if pred else {"source": source, "error": error}), file=sys.stdout)
+        elif pred is not None:
+            tqdm.write(format_prediction(pred), file=sys.stdout)
+
+    if args.csv:
+        write_rows([CSV_FIELDS])
+    return emit
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mnist_cnn.predict import Predictor
+    from tqdm import tqdm
 
+    from mnist_cnn.predict import Predictor, expand_inputs, save_inputs
+
+    items = expand_inputs(args.images)
     predictor = Predictor.from_checkpoint(args.checkpoint, engine=args.engine)
-    failures = 0
-    for image in args.images:
+    emit, taken, counts = _emitter(args), set(), {}
+    quiet = args.no_progress or len(items) < PROGRESS_MIN
+    for path, problem in tqdm(items, unit="image", file=sys.stderr, disable=True if quiet else None, leave=False):
         try:
-            pred = predictor.predict_file(image)
-        except MnistCnnError as e:  # one bad file does not stop the batch
-            print(f"error: {e}", file=sys.stderr)
-            failures += 1
+            if problem:
+                raise MnistCnnError(problem)
+            pred = predictor.predict_file(path, single=args.single)
+        except Exception as e:  # one bad file does not stop the batch; the exit status tells at the end
+            message = str(e) if isinstance(e, MnistCnnError) else f"{path}: {type(e).__name__}: {e}"
+            emit(source=path, error=message)
+            counts["error"] = counts.get("error", 0) + 1
             continue
-        print_prediction(pred, args.json)
-    if failures:
-        print(f"error: {failures} of {len(args.images)} images could not be read", file=sys.stderr)
-    return 1 if failures else 0
+        if args.save_preprocessed:
+            save_inputs(pred, Path(args.save_preprocessed), taken)
+        emit(pred)
+        counts[pred.verdict] = counts.get(pred.verdict, 0) + 1
+    if len(items) > 1:
+        print(f"{len(items)} images: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=sys.stderr)
+    if counts.get("error"):
+        print(f"error: {counts['error']} of {len(items)} images could not be read", file=sys.stderr)
+    return 1 if counts.get("error") else 0
 
 
 # ---------------------------------------------------------------- evaluate

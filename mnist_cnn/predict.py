@@ -1,27 +1,39 @@
 """Predictions: ``Predictor.from_checkpoint(path).predict_file("digit.png")``.
 
+    PYTHONPATH=. python -c "from mnist_cnn.predict import Predictor; print(Predictor.from_checkpoint().predict_file('samples/7_mnist_test_0017.png').to_dict())"
+
 One Predictor serves the CLI and the HTTP server. It runs on ONNX Runtime when the run folder holds a
 ``model.onnx`` in step with its checkpoint (no torch import: a cold ``mnist-cnn predict`` stays fast), and
-on PyTorch otherwise; both give the same answers. Softmax is applied here, at the edge.
+on PyTorch otherwise; both give the same answers. Softmax is applied here, at the edge, on logits divided by
+the checkpoint's ``temperature``, so confidences are calibrated.
+
+Each digit is judged as well as read (calibrate.py): "unsure" when its calibrated confidence is under
+``MIN_CONFIDENCE`` (the model hesitates between digits), its energy is above the checkpoint's
+``reject_energy`` (it looks like none of the digits the model was trained on: a shoe, a letter, a smudge), or
+its ink is thicker than any pen stroke (``MAX_STROKE_RADIUS``: a filled shape). An image is "no digit found"
+when preprocessing finds no ink, "unsure" when any of its digits is, else "ok".
 """
 
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mnist_cnn import MnistCnnError
+from mnist_cnn.calibrate import MAX_STROKE_RADIUS, MIN_CONFIDENCE, energy, softmax, stroke_radius
 from mnist_cnn.preprocess import to_mnist
 
 DEFAULT_RUN = Path("runs/mnist")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+OK, UNSURE, NO_DIGIT = "ok", "unsure", "no digit found"
+LOW_CONFIDENCE, NOT_A_DIGIT, NOT_A_STROKE = ("low confidence", "unlike the digits the model knows",
+                                             "a filled shape, not a pen stroke")
+# What a folder is searched for (files named on the command line or by a glob are read whatever their name).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                  ".pgm", ".pbm", ".ppm", ".pnm", ".tga", ".ico", ".apng", ".avif", ".qoi"}
 
 
 @dataclass
@@ -30,18 +42,34 @@ class Prediction:
 
     source: str
     digits: list[int] = field(default_factory=list)
-    probabilities: list[list[float]] = field(default_factory=list)  # (k,10)
-    confidence: list[float] = field(default_factory=list)
+    probabilities: list[list[float]] = field(default_factory=list)  # (k,10), calibrated
+    confidence: list[float] = field(default_factory=list)  # (k,) the calibrated probability of each digit read
+    energy: list[float] = field(default_factory=list)  # (k,) -logsumexp(logits): high = unlike any digit
+    reasons: list[str] = field(default_factory=list)  # (k,) "" when sure, else why unsure
     inputs: np.ndarray | None = field(default=None, repr=False)  # (k,28,28) what the model saw
 
     @property
     def number(self) -> str:
         return "".join(str(d) for d in self.digits)
 
+    @property
+    def status(self) -> list[str]:
+        """Per digit: "ok" or "unsure"."""
+        return [UNSURE if r else OK for r in self.reasons]
+
+    @property
+    def verdict(self) -> str:
+        """"no digit found", "unsure" (any digit unsure) or "ok"."""
+        if not self.digits:
+            return NO_DIGIT
+        return UNSURE if any(self.reasons) else OK
+
     def to_dict(self) -> dict:
         return {"source": self.source, "number": self.number, "digits": self.digits,
                 "confidence": [round(c, 6) for c in self.confidence],
-                "probabilities": [[round(p, 6) for p in row] for row in self.probabilities]}
+                "probabilities": [[round(p, 6) for p in row] for row in self.probabilities],
+                "verdict": self.verdict, "status": self.status, "reasons": self.reasons,
+                "energy": [round(e, 4) for e in self.energy]}
 
 
 class TorchEngine:
@@ -58,6 +86,8 @@ class TorchEngine:
         ckpt = load_checkpoint(ckpt_path)
         self.torch = torch
         self.meta = {k: ckpt.get(k) for k in ("model_name", "step", "best_acc")}
+        self.meta["temperature"] = float(ckpt.get("temperature") or 1.0)
+        self.meta["reject_energy"] = ckpt.get("reject_energy")  # None in checkpoints from before it existed
         self.model = build_model(ckpt.get("model_name", "tutorial"))
         self.model.load_state_dict(ckpt["model"])
         self.model.eval().to(device)
@@ -70,11 +100,15 @@ class TorchEngine:
 
 
 class Predictor:
-    """Loads a model once; predicts on arrays, files and bytes."""
+    """Loads a model once; predicts on arrays, files and bytes, and says when it is unsure."""
 
-    def __init__(self, engine, checkpoint: Path):
+    def __init__(self, engine, checkpoint: Path, min_confidence: float = MIN_CONFIDENCE):
         self.engine = engine
         self.checkpoint = checkpoint
+        self.temperature = float(engine.meta.get("temperature") or 1.0)
+        line = engine.meta.get("reject_energy")
+        self.reject_energy = None if line is None or line == "" else float(line)
+        self.min_confidence = min_confidence
 
     @classmethod
     def from_checkpoint(cls, where: str | Path | None = None, engine: str = "auto") -> "Predictor":
@@ -99,26 +133,98 @@ class Predictor:
         path = find_checkpoint(where)
         return cls(TorchEngine(path), path)
 
-    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
-        """(N,28,28) floats in [0,1], ink bright → (N,10) probabilities."""
-        return softmax(self.engine.logits(x.astype(np.float32, copy=False)))
+    def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(N,28,28) floats in [0,1], ink bright → ((N,10) calibrated probabilities, (N,) energies, reasons)."""
+        logits = self.engine.logits(x.astype(np.float32, copy=False))
+        probs, energies, radii = softmax(logits, self.temperature), energy(logits), stroke_radius(x)
+        line = np.inf if self.reject_energy is None else self.reject_energy
+        reasons = [NOT_A_STROKE if r > MAX_STROKE_RADIUS else NOT_A_DIGIT if e > line
+                   else LOW_CONFIDENCE if p.max() < self.min_confidence else ""
+                   for p, e, r in zip(probs, energies, radii)]
+        return probs, energies, reasons
 
-    def predict_image(self, src, source: str = "image") -> Prediction:
-        """A path, bytes or PIL image → Prediction (no digits when the image holds no ink)."""
-        inputs = to_mnist(src)
+    def predict_arrays(self, x: np.ndarray) -> np.ndarray:
+        """(N,28,28) floats in [0,1], ink bright → (N,10) calibrated probabilities."""
+        return softmax(self.engine.logits(x.astype(np.float32, copy=False)), self.temperature)
+
+    def predict_image(self, src, source: str = "image", single: bool = False) -> Prediction:
+        """A path, bytes or PIL image → Prediction (no digits when the image holds no ink).
+
+        single: read the whole image as one digit instead of splitting it into several.
+        """
+        inputs = to_mnist(src, single=single)
         pred = Prediction(source=source, inputs=inputs)
         if len(inputs):
-            probs = self.predict_arrays(inputs)
+            probs, energies, pred.reasons = self.assess(inputs)
             pred.digits = [int(i) for i in probs.argmax(1)]
             pred.probabilities = probs.tolist()
             pred.confidence = [float(p) for p in probs.max(1)]
+            pred.energy = [float(e) for e in energies]
         return pred
 
-    def predict_file(self, path: str | Path) -> Prediction:
-        return self.predict_image(Path(path), source=str(path))
+    def predict_file(self, path: str | Path, single: bool = False) -> Prediction:
+        return self.predict_image(Path(path), source=str(path), single=single)
 
     def describe(self) -> dict:
-        return {"engine": self.engine.name, "checkpoint": str(self.checkpoint), **self.engine.meta}
+        rejection = "calibrated confidence < min_confidence, stroke radius > max_stroke_radius" + (
+            ", or energy > reject_energy" if self.reject_energy is not None else
+            " (this model has no reject_energy: retrain or re-export it to also reject what is unlike a digit)")
+        return {"engine": self.engine.name, "checkpoint": str(self.checkpoint), **self.engine.meta,
+                "temperature": self.temperature, "reject_energy": self.reject_energy,
+                "min_confidence": self.min_confidence, "max_stroke_radius": MAX_STROKE_RADIUS, "unsure_when": rejection}
 
 
-__all__ = ["Predictor", "Prediction", "MnistCnnError", "softmax"]
+# ---------------------------------------------------------------- many files
+def _folder_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, hidden ones skipped), in a stable sorted order."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files)
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return found
+
+
+def expand_inputs(args: list[str]) -> list[tuple[str, str | None]]:
+    """Files, folders and glob patterns → [(path, None)] to read, or [(arg, error)] for what cannot be.
+
+    Globs are expanded here too (``'digits/**/*.png'`` quoted, or on Windows), so a pattern works whether or
+    not a shell expanded it. Duplicates are read once, in the order first named.
+    """
+    out: list[tuple[str, str | None]] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            files = _folder_images(path)
+            out += [(str(f), None) for f in files] or [(arg, f"{arg}: no image files in this folder")]
+        elif path.exists() or not any(c in arg for c in "*?["):
+            out.append((arg, None))  # a missing file is reported when it is read, in its turn
+        else:
+            matches = sorted(glob.glob(arg, recursive=True))
+            files = [f for m in matches for f in ([str(p) for p in _folder_images(Path(m))] if Path(m).is_dir() else [m])]
+            out += [(f, None) for f in files] or [(arg, f"{arg}: no files match this pattern")]
+    seen: set[str] = set()
+    return [item for item in out if not (item[0] in seen or seen.add(item[0]))]
+
+
+def save_inputs(pred: Prediction, folder: Path, taken: set[str]) -> list[Path]:
+    """Write each 28×28 input the model saw as ``folder/<name>_<i>.png`` (ink bright, as the model saw it)."""
+    from PIL import Image
+
+    if pred.inputs is None or not len(pred.inputs):
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, n = Path(pred.source).stem or "image", 1
+    name = stem
+    while name in taken:  # the same file name from two folders
+        n += 1
+        name = f"{stem}-{n}"
+    taken.add(name)
+    paths = []
+    for i, a in enumerate(pred.inputs):
+        paths.append(folder / f"{name}_{i}.png")
+        Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8), "L").save(paths[-1])
+    return paths
+
+
+__all__ = ["Predictor", "Prediction", "MnistCnnError", "softmax", "expand_inputs", "save_inputs"]

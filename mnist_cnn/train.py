@@ -149,19 +149,22 @@ def evaluate_accuracy(model: nn.Module, data: Dataset, d: D.Dist = D.Dist(), bf1
 
 
 @torch.no_grad()
-def fit_run_temperature(model: nn.Module, held_out: Dataset, bf16: bool) -> tuple[float, float]:
-    """(temperature, held-out accuracy): temperature scaling on images the run never trained on."""
-    from mnist_cnn.calibrate import fit_temperature
+def fit_run_temperature(model: nn.Module, held_out: Dataset, bf16: bool) -> tuple[float, float, float | None]:
+    """(temperature, held-out accuracy, reject_energy): temperature scaling and the "not a digit" energy line
+    (calibrate.fit_energy_threshold), both on images the run never trained on."""
+    from mnist_cnn.calibrate import fit_energy_threshold, fit_temperature
 
     if len(held_out) == 0:
-        return 1.0, float("nan")
+        return 1.0, float("nan"), None
     model.eval()
     with autocast(held_out.images.device, bf16):
         logits = model(to_input(held_out.images)).float()
     model.train()
     labels = held_out.labels
     acc = (logits.argmax(1) == labels).float().mean().item()
-    return fit_temperature(logits.cpu().numpy(), labels.cpu().numpy()), acc
+    logits = logits.cpu().numpy()
+    temperature = fit_temperature(logits, labels.cpu().numpy())
+    return temperature, acc, fit_energy_threshold(logits, temperature)
 
 
 # ---------------------------------------------------------------- the run
@@ -186,6 +189,7 @@ class Run:
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         self.opt = torch.optim.Adam(self.raw_model.parameters(), lr=cfg.lr, **fused)
         self.step, self.best_acc, self.history, self.temperature = 0, 0.0, [], 1.0
+        self.reject_energy = None  # "not a digit" above this energy (calibrate.py); None: confidence only
         self.saved_batch, self.first_offset = 0, None  # the checkpoint's global batch; resumed epoch's start
 
     def log(self, msg: str) -> None:
@@ -196,7 +200,7 @@ class Run:
     def state(self) -> dict:
         return {"model_name": self.cfg.model, "model": self.raw_model.state_dict(),
                 "optimizer": self.opt.state_dict(), "step": self.step, "best_acc": self.best_acc,
-                "temperature": self.temperature,
+                "temperature": self.temperature, "reject_energy": self.reject_energy,
                 "config": self.cfg.to_dict(), "history": self.history, "world_size": self.dist.world,
                 "global_batch": self.cfg.batch_size * self.dist.world}
 
@@ -225,6 +229,7 @@ class Run:
             self.step, self.best_acc = ckpt["step"], ckpt.get("best_acc", 0.0)
             self.history = list(ckpt.get("history", []))
             self.temperature = ckpt.get("temperature", 1.0)
+            self.reject_energy = ckpt.get("reject_energy")
             saved_cfg = ckpt.get("config", {})  # its global batch, to continue at the same sample if ours differs
             self.saved_batch = ckpt.get("global_batch", saved_cfg.get("batch_size", 0) * ckpt.get("world_size", 1))
         self.log(f"resumed from {path} (step {ckpt['step']})")
@@ -322,7 +327,7 @@ def _train(run: Run) -> dict:
             t_epoch = time.perf_counter()
             loss, acc = train_one_epoch(run, model, train_data, epoch, steps_per_epoch, total_steps)
             test_loss, test_acc = evaluate_accuracy(run.raw_model, test_data, d, run.bf16)
-            run.temperature, val_acc = fit_run_temperature(run.raw_model, held_out, run.bf16)
+            run.temperature, val_acc, run.reject_energy = fit_run_temperature(run.raw_model, held_out, run.bf16)
             run.history.append({"epoch": epoch + 1, "step": run.step, "train_loss": round(loss, 5),
                                 "train_acc": round(acc, 5), "test_loss": round(test_loss, 5),
                                 "test_acc": round(test_acc, 5), "val_acc": round(val_acc, 5),
