@@ -12,6 +12,7 @@ import csv
 import ctypes
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -174,8 +175,8 @@ class Run:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda" and "LOCAL_RANK" in __import__("os").environ:
-            self.device = torch.device("cuda", int(__import__("os").environ["LOCAL_RANK"]))
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local process
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(self.device)
         self.dist = D.setup(self.device)
         self.bf16 = use_bf16(self.device, cfg.precision)
@@ -274,7 +275,9 @@ def train_one_epoch(run: Run, model: nn.Module, data: Dataset, epoch: int, steps
             group["lr"] = lr_at(run.step, total_steps, cfg)
         loss, correct = train_step(model, run.opt, data.images[idx], data.labels[idx], count, d.world,
                                    run.bf16, run.device)
-        sums += torch.stack([loss.double(), correct.double(), torch.tensor(float(len(idx)), dtype=torch.float64, device=run.device)])
+        sums[0] += loss
+        sums[1] += correct
+        sums[2] += len(idx)
         run.step += 1
         if D.stop_requested(run.step, d):  # torchrun forwarded Ctrl-C/SIGTERM: every rank stops after this step
             raise KeyboardInterrupt
@@ -313,11 +316,7 @@ def _train(run: Run) -> dict:
     steps_per_epoch = math.ceil(len(train_data) / global_batch)
     total_steps = steps_per_epoch * cfg.epochs
     if run.saved_batch and run.saved_batch != global_batch:  # resumed on another world size or --batch-size
-        saved_step = run.step
-        run.step, run.first_offset = D.rescale_position(run.step, len(train_data), run.saved_batch, global_batch)
-        run.log(f"global batch {run.saved_batch} -> {global_batch}: continuing epoch "
-                f"{run.step // steps_per_epoch + 1} at image {run.first_offset} of its order (step {saved_step} "
-                f"-> {run.step} of {total_steps})")
+        _continue_with_new_batch(run, len(train_data), global_batch, steps_per_epoch, total_steps)
     run.log(f"training {cfg.model} ({count_parameters(run.raw_model):,} parameters) on {len(train_data):,} "
             f"images, {cfg.epochs} epochs of {steps_per_epoch} steps, batch {global_batch}"
             f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}{', bf16' if run.bf16 else ''}")
@@ -326,19 +325,7 @@ def _train(run: Run) -> dict:
         for epoch in range(run.step // steps_per_epoch, cfg.epochs):
             t_epoch = time.perf_counter()
             loss, acc = train_one_epoch(run, model, train_data, epoch, steps_per_epoch, total_steps)
-            test_loss, test_acc = evaluate_accuracy(run.raw_model, test_data, d, run.bf16)
-            run.temperature, val_acc, run.reject_energy = fit_run_temperature(run.raw_model, held_out, run.bf16)
-            run.history.append({"epoch": epoch + 1, "step": run.step, "train_loss": round(loss, 5),
-                                "train_acc": round(acc, 5), "test_loss": round(test_loss, 5),
-                                "test_acc": round(test_acc, 5), "val_acc": round(val_acc, 5),
-                                "temperature": round(run.temperature, 4), "lr": lr_at(run.step - 1, total_steps, cfg),
-                                "seconds": round(time.perf_counter() - t_epoch, 2)})
-            best = test_acc > run.best_acc
-            run.best_acc = max(run.best_acc, test_acc)
-            run.save(best=best)
-            run.write_metrics()
-            run.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  acc {acc:.4f}  test_loss {test_loss:.4f}"
-                    f"  test_acc {test_acc:.4f}  {time.perf_counter() - t_epoch:5.1f}s")
+            test_acc = _end_epoch(run, epoch, loss, acc, test_data, held_out, total_steps, t_epoch)
     except KeyboardInterrupt:
         run.save()
         if not d.main:
@@ -355,6 +342,35 @@ def _train(run: Run) -> dict:
         print(f"test accuracy: {test_acc:.4f} ({len(test_data)} images)")
         run.log(f"run folder: {run.dir}  ({time.perf_counter() - t0:.1f}s)")
     return {"test_acc": test_acc, "best_acc": run.best_acc, "step": run.step, "run_dir": str(run.dir)}
+
+
+def _continue_with_new_batch(run: Run, n: int, global_batch: int, steps_per_epoch: int, total_steps: int) -> None:
+    """Resumed with another global batch: continue at the same image of the epoch's order."""
+    saved_step = run.step
+    run.step, run.first_offset = D.rescale_position(run.step, n, run.saved_batch, global_batch)
+    run.log(f"global batch {run.saved_batch} -> {global_batch}: continuing epoch "
+            f"{run.step // steps_per_epoch + 1} at image {run.first_offset} of its order (step {saved_step} "
+            f"-> {run.step} of {total_steps})")
+
+
+def _end_epoch(run: Run, epoch: int, loss: float, acc: float, test_data: Dataset, held_out: Dataset,
+               total_steps: int, t_epoch: float) -> float:
+    """Evaluate, calibrate, record a metrics row, save (best.pt when better); returns the test accuracy."""
+    test_loss, test_acc = evaluate_accuracy(run.raw_model, test_data, run.dist, run.bf16)
+    run.temperature, val_acc, run.reject_energy = fit_run_temperature(run.raw_model, held_out, run.bf16)
+    seconds = time.perf_counter() - t_epoch
+    run.history.append({"epoch": epoch + 1, "step": run.step, "train_loss": round(loss, 5),
+                        "train_acc": round(acc, 5), "test_loss": round(test_loss, 5),
+                        "test_acc": round(test_acc, 5), "val_acc": round(val_acc, 5),
+                        "temperature": round(run.temperature, 4), "lr": lr_at(run.step - 1, total_steps, run.cfg),
+                        "seconds": round(seconds, 2)})
+    best = test_acc > run.best_acc
+    run.best_acc = max(run.best_acc, test_acc)
+    run.save(best=best)
+    run.write_metrics()
+    run.log(f"epoch {epoch + 1}/{run.cfg.epochs}  loss {loss:.4f}  acc {acc:.4f}  test_loss {test_loss:.4f}"
+            f"  test_acc {test_acc:.4f}  {seconds:5.1f}s")
+    return test_acc
 
 
 def _export_best(run: Run) -> None:
