@@ -3,10 +3,11 @@
     PYTHONPATH=. python bench/bench_realistic.py [--checkpoint runs/mnist] [--per-style 200] [--seed 0]
 
 The images come from ``bench/realistic.py`` (MNIST *test* digits drawn as users make them), built once and
-cached in a temp folder (``--cache``). (a) tutorial: ``convert('L')``, resize to 28×28, invert; (b) ours:
-``to_mnist``. An image counts as right only when every digit is read and in order (a number needs all its
-digits; the tutorial reads one digit per image, so it cannot get a number right). Prints a table per style
-and writes bench/results/realistic.json with the figures and every failure of ours (file, truth, read).
+cached in a temp folder (``--cache``). Read with the same model: (a) tutorial: ``convert('L')``, resize to
+28×28, invert; (b) ours: ``to_mnist``; (c) originals: the 28×28 MNIST digits the images were drawn from, i.e.
+the model's own errors on these digits. An image counts as right only when every digit is read, in order (the
+tutorial reads one digit per image, so it never gets a number right). Prints a table per style and writes
+bench/results/realistic.json with the figures and every failure of ours (file, truth, read, original read).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realistic  # noqa: E402  (bench/realistic.py, next to this file)
 
+from mnist_cnn.data import load_mnist  # noqa: E402
 from mnist_cnn.predict import Predictor  # noqa: E402
 from mnist_cnn.preprocess import to_mnist  # noqa: E402
 
@@ -34,7 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def load_set(per_style: int, seed: int, cache: Path, rebuild: bool) -> list[dict]:
     """The cached set when it matches (per_style, seed), else build and cache it."""
     manifest = cache / "manifest.json"
-    meta = {"per_style": per_style, "seed": seed, "styles": realistic.STYLES}
+    meta = {"per_style": per_style, "seed": seed, "styles": realistic.STYLES, "version": realistic.VERSION}
     if rebuild or not manifest.is_file() or {k: json.loads(manifest.read_text()).get(k) for k in meta} != meta:
         t0 = time.perf_counter()
         realistic.write(realistic.build(per_style, seed), cache, meta)
@@ -58,6 +60,13 @@ def read_all(items: list[dict], predictor: Predictor, prep) -> tuple[list[str], 
         ms.append((time.perf_counter() - t0) * 1e3)
         reads.append("".join(str(int(d)) for d in predictor.predict_arrays(x).argmax(1)) if len(x) else "")
     return reads, ms
+
+
+def read_originals(items: list[dict], predictor: Predictor) -> list[str]:
+    """What the model reads on the 28×28 MNIST originals of each image (its own errors, whatever the input)."""
+    images, _ = load_mnist("test")
+    return ["".join(str(int(d)) for d in predictor.predict_arrays(images[it["mnist_test_indices"]] / 255.0).argmax(1))
+            for it in items]
 
 
 def score(items: list[dict], reads: dict[str, list[str]], ms: list[float]) -> dict:
@@ -87,13 +96,15 @@ def main() -> None:
     predictor = Predictor.from_checkpoint(args.checkpoint)
     tut, _ = read_all(items, predictor, tutorial)
     ours, ms = read_all(items, predictor, to_mnist)
-    table = score(items, {"tutorial": tut, "ours": ours}, ms)
-    print(f"{'style':18} {'n':>5} {'tutorial %':>10} {'ours %':>8} {'wrong count':>11} {'ms (median)':>11}")
+    originals = read_originals(items, predictor)
+    table = score(items, {"tutorial": tut, "ours": ours, "originals": originals}, ms)
+    print(f"{'style':18} {'n':>5} {'tutorial %':>10} {'ours %':>8} {'originals %':>11} {'wrong count':>11} "
+          f"{'ms (median)':>11}")
     for style, r in table.items():
-        print(f"{style:18} {r['n']:5d} {r['tutorial']:10.1f} {r['ours']:8.1f} {r['ours_wrong_count']:11d} "
-              f"{r['ours_ms_median']:11.1f}")
-    failures = [{"file": it["file"], "truth": it["label"], "read": got}
-                for it, got in zip(items, ours) if got != it["label"]]
+        print(f"{style:18} {r['n']:5d} {r['tutorial']:10.1f} {r['ours']:8.1f} {r['originals']:11.1f} "
+              f"{r['ours_wrong_count']:11d} {r['ours_ms_median']:11.1f}")
+    failures = [{"file": it["file"], "truth": it["label"], "read": got, "original_read": orig}
+                for it, got, orig in zip(items, ours, originals) if got != it["label"]]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"checkpoint": str(predictor.checkpoint), "per_style": args.per_style,
                                           "seed": args.seed, "cache": str(cache), "table": table,

@@ -22,6 +22,7 @@ from PIL import Image
 
 from mnist_cnn.data import load_mnist
 
+VERSION = 2  # bump when a style's drawing changes: cached sets are rebuilt
 STYLES = ["black_on_white", "white_on_black", "colour_ink_paper", "small_off_centre", "large_off_centre",
           "thick_marker", "thin_pen", "blur", "jpeg", "noise", "shading", "transparent_png", "exif_rotated",
           "paper_photo", "multi_digit"]

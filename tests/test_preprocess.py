@@ -107,6 +107,27 @@ def test_thin_pen_line_from_a_big_photo_gets_mnist_thickness():
     assert 1.8 <= width <= 3.5  # MNIST: median 2.5, 90 % within 1.6-3.8 (same estimator)
 
 
+def test_fat_marker_from_a_big_image_gets_mnist_thickness():
+    ink = np.zeros((900, 900), np.float32)
+    cv2.ellipse(ink, (450, 450), (200, 330), 0, 0, 360, 1.0, 110, cv2.LINE_AA)  # a "0" in a fat marker
+    out = to_mnist(encode(1 - ink))[0]
+    assert stroke_width(out > 0.5) <= 3.9  # would be ~6 px unchanged; MNIST's 95th percentile is 3.8
+    assert out[14, 14] == 0  # the hole stays open
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 8])
+def test_stroke_width_of_bars(width):
+    bar = np.zeros((200, 40), bool)
+    bar[10:190, 10:10 + width] = True
+    assert stroke_width(bar) == pytest.approx(width, rel=0.1)
+
+
+def test_mnist_stroke_widths_match_the_documented_range():
+    widths = np.array([stroke_width(x > 127) for x in load_mnist("test")[0]])  # all 10,000: writers differ
+    assert 2.3 < np.median(widths) < 2.6
+    assert 0.03 < np.mean(widths < 1.6) < 0.08 and 0.03 < np.mean(widths > 3.8) < 0.08
+
+
 def test_mnist_sized_digits_pass_through_unchanged(mnist_test):
     images = mnist_test[0][:300]
     diffs = [np.abs(to_mnist(encode(255 - x))[0] - x / 255.0).max() for x in images]
@@ -125,7 +146,7 @@ def test_mnist_accuracy_lost_at_most_0_1_point(trained_run, mnist_test):
     assert all(len(o) == 1 for o in outs)
     ours = predictor.predict_arrays(np.concatenate(outs)).argmax(1)
     acc_direct, acc_ours = (direct == labels).mean() * 100, (ours == labels).mean() * 100
-    assert acc_direct > 95
+    assert acc_direct > 90  # a real model (the fixture: ~96 % on all 10,000, less on the first 3000)
     assert acc_ours >= acc_direct - 0.1, (acc_direct, acc_ours)
 
 
