@@ -199,8 +199,10 @@ def load_model(ckpt_path: Path) -> tuple[nn.Module, dict]:
         raise MnistCnnError(f"{ckpt_path}: {e.args[0]}") from None
     model.load_state_dict(ckpt["model"])
     meta = {"model_name": ckpt.get("model_name", "tutorial"), "step": int(ckpt.get("step", 0)),
-            "best_acc": float(ckpt.get("best_acc", 0.0)), "temperature": float(ckpt.get("temperature", 1.0)),
+            "best_acc": float(ckpt.get("best_acc", 0.0)), "temperature": float(ckpt.get("temperature") or 1.0),
             "checkpoint_sha256": sha256(ckpt_path), "checkpoint_file": ckpt_path.name}
+    if ckpt.get("reject_energy") is not None:  # the "not a digit" line; absent in older checkpoints
+        meta["reject_energy"] = float(ckpt["reject_energy"])
     return model.eval().float(), meta
 
 

@@ -89,7 +89,8 @@ def onnx_for(where: str | Path) -> Path | None:
         return None
     if checkpoint is None or in_step(onnx_path, checkpoint):
         return onnx_path
-    print(f"warning: {onnx_path} was not exported from {checkpoint} (changed since?); predicting with PyTorch."
+    print(f"warning: {onnx_path} is out of step with {checkpoint} (exported from other weights, or unreadable);"
+          f" predicting with PyTorch."
           f" Refresh it with: mnist-cnn export --checkpoint {checkpoint}", file=sys.stderr)
     return None
 
@@ -156,7 +157,8 @@ class OnnxEngine:
         self.metadata = read_metadata(self.path)
         md = self.metadata
         self.meta = {"model_name": md.get("model_name", "unknown"), "step": int(md.get("step", 0)),
-                     "best_acc": float(md.get("best_acc", 0.0)), "temperature": float(md.get("temperature", 1.0))}
+                     "best_acc": float(md.get("best_acc", 0.0)), "temperature": float(md.get("temperature", 1.0)),
+                     "reject_energy": float(md["reject_energy"]) if md.get("reject_energy") else None}
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUT: x})[0]
