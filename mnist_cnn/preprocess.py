@@ -23,14 +23,16 @@ in 99.97 %. This module repeats that recipe after turning a photo or drawing int
 
 Libraries: Pillow decodes (formats, EXIF, palettes, animations, JPEG draft mode, its bomb guard). OpenCV
 (opencv-python-headless) does the pixel work: connected components with stats, Otsu, contours (stroke width),
-morphology, area resampling, all in C++; it imports in ~0.1 s where scipy.ndimage takes 0.3-1.2 s on this
-machine, which keeps a cold ``mnist-cnn predict`` fast; scipy is not imported at all.
+morphology, area resampling, all in C++; it imports in ~40 ms where scipy.ndimage takes ~500 ms on this
+machine (median of 5 fresh processes, numpy loaded), which keeps a cold ``mnist-cnn predict`` fast; scipy is
+not imported at all. A 28×28 PNG takes ~1.5 ms, a 4000×3000 JPEG photo ~110 ms (2 busy cores).
 Already MNIST-like images (28×28, clean background, 20-px box) come through unchanged: MNIST test digits as
 PNGs give the same accuracy (tests/test_preprocess.py).
 
 Limits: files over 200 MB and images over ``MAX_PIXELS`` = 64 megapixels (e.g. 8000×8000) are refused from
-their header, before any decoding; JPEGs above 2048 px are decoded at 1/2-1/8 scale, other images reduced to
-768-1536 px on the longer side right after decoding, so memory stays within ~4 bytes × 64 M at worst.
+their header, before any decoding. JPEGs above 2048 px are decoded at 1/2-1/8 scale (draft mode); other images
+are reduced to 768-1536 px on the longer side right after decoding. Peak memory is about one decoded image:
+measured +250 MB for an 8000×8000 RGB PNG and +41 MB for the same picture as a JPEG.
 """
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
 """Ink and digits in a photo or drawing: ``ink_map(grey)`` → ink bright on dark, ``find_digits(ink)`` → crops.
 
-    PYTHONPATH=. python -c "import numpy as np; from mnist_cnn.segment import ink_map; print(ink_map(np.eye(40)))"
+    PYTHONPATH=. python -c "import numpy as np; from mnist_cnn.segment import ink_map; print(ink_map(np.eye(40)).shape)"
 
 The part of ``preprocess.to_mnist`` that separates writing from paper, and one digit from the next:
 
 * the paper: a robust quadratic fit of its brightness (ink is the minority) takes out uneven light; contrast is
   taken relative to the light at each place, so ink in shade counts as much as ink in the sun;
 * polarity: ink is the side with more mass beyond 3σ of the paper (dark pen on paper, chalk, white on black);
-* a sheet on a table: the convex hull of the largest background region, when what lies off it is not paper;
+* a sheet on a table: the convex hull of the largest background region, when what lies off it is not paper
+  and the hull holds the writing whole;
 * shadows and the table past the paper's edge: a morphological opening wider than 4 strokes, subtracted where
   it reaches the image's or the sheet's border;
 * a noise-aware ramp: below 3σ of pixel noise → 0, the typical ink level (Otsu) → 1;
 * digits: connected components; specks (< 4 % of the ink) and frame lines along the border dropped; pieces of
   one digit (broken strokes, a detached bar) merged; left to right.
 
-OpenCV (headless) does the pixel work in C++, and imports in ~0.1 s where scipy.ndimage takes 0.3-1.2 s here.
+OpenCV (headless) does the pixel work in C++; it imports in ~40 ms where scipy.ndimage takes ~500 ms here.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def _on_the_paper(c: np.ndarray, level: float) -> np.ndarray | None:
     import cv2
 
     h, w = c.shape
+    if max(h, w) < 64:  # a thumbnail, not a photo of a sheet
+        return None
     f = min(1.0, 256 / max(h, w))
     paper = (c < level).astype(np.float32)
     if f < 1:
