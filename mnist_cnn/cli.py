@@ -17,6 +17,16 @@ from mnist_cnn import MnistCnnError, __version__
 DEFAULT_RUN = "runs/mnist"
 
 
+def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=DEFAULT_RUN,
+                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
+
+
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
+                   help="auto: ONNX Runtime when the run has an in-step model.onnx, else PyTorch (default: auto)")
+
+
 # ---------------------------------------------------------------- train
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from mnist_cnn.config import TrainConfig
@@ -66,10 +76,8 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files (PNG, JPEG, …), folders (their images, searched recursively) or glob patterns "
                         "such as 'scans/**/*.jpg' (expanded here too, so quoting them is fine)")
-    p.add_argument("--checkpoint", default=DEFAULT_RUN,
-                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
-    p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
-                   help="auto: ONNX Runtime when the run has an in-step model.onnx, else PyTorch (default: auto)")
+    add_checkpoint_arg(p)
+    add_engine_arg(p)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     out.add_argument("--csv", action="store_true", help="CSV with a header: one row per digit (per image when none)")
@@ -173,16 +181,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- evaluate
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=DEFAULT_RUN,
-                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
+    add_checkpoint_arg(p)
     p.add_argument("--data", default="", help="MNIST IDX folder, mnist.npz, or a folder of your labelled images "
                                               "(<digit>/… or <digit>_….png) (default: the bundled MNIST)")
     p.add_argument("--split", default=None, choices=("test", "train", "all"),
                    help="MNIST: test or train (default: test); an image folder: all, or its train/test part "
                         "(every 5th image of each digit is test) (default: all)")
     p.add_argument("--out", default=None, help="report folder (default: <run folder>/report)")
-    p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
-                   help="auto: ONNX Runtime when the run has an in-step model.onnx, else PyTorch (default: auto)")
+    add_engine_arg(p)
     p.add_argument("--limit", type=int, default=0, help="score only the first N images (default: 0, all)")
 
 
@@ -217,15 +223,13 @@ def cmd_import_keras(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- serve
 def add_serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=DEFAULT_RUN,
-                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
+    add_checkpoint_arg(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 exposes the server to your network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--threads", type=int, default=None,
                    help="predictions run at once, in worker threads (default: the number of CPU cores)")
-    p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
-                   help="auto: ONNX Runtime when the run has an in-step model.onnx, else PyTorch (default: auto)")
+    add_engine_arg(p)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -275,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mnist-cnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_args, run) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter if False else argparse.HelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text)
         add_args(p)
         p.set_defaults(run=run)
     return parser
