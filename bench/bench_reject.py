@@ -9,7 +9,7 @@ Sets: MNIST test digits (target: <= 1 % rejected), Fashion-MNIST test images (ta
 the user-like digits of bench/realistic.py per style (drawings, photos, blur, …: false rejections a real
 user would meet). Reference rows feed the 28×28 arrays to the model directly, skipping preprocessing.
 The rates are deterministic (one pass); the per-image time is a median over all images, on a shared,
-noisy machine. Prints a table and writes bench/results/reject.json.
+noisy machine. Prints a table and writes bench/results/reject.json (reject-single.json with --single).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main() -> None:
               "reject_energy": predictor.reject_energy, "min_confidence": predictor.min_confidence,
               "max_stroke_radius": calibrate.MAX_STROKE_RADIUS, "held_out_reject_rate": calibrate.REJECT_RATE,
               "single": args.single}
-    path = write_json("reject", {"checkpoint": str(predictor.checkpoint), "engine": predictor.engine.name,
+    path = write_json("reject-single" if args.single else "reject", {"checkpoint": str(predictor.checkpoint), "engine": predictor.engine.name,
                                  "method": method, "rows": rows, "fashion_rejected_per_class": per_class,
                                  "fashion_reasons": dict(reasons), "user_like_rejections": failures,
                                  "targets": {"mnist_rejected_max_pct": 1.0, "fashion_rejected_min_pct": 90.0}})
