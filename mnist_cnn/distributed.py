@@ -36,10 +36,6 @@ class Dist:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives' tensors live
 
     @property
-    def enabled(self) -> bool:
-        return self.world > 1 or dist.is_initialized()
-
-    @property
     def main(self) -> bool:
         """True on the one process (global rank 0) that prints and writes."""
         return self.rank == 0
