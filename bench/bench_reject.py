@@ -126,7 +126,8 @@ def main() -> None:
     print("Fashion-MNIST rejected per class (%): " + ", ".join(f"{k} {v}" for k, v in per_class.items()))
     method = {"unsure when": info["unsure_when"], "temperature": predictor.temperature,
               "reject_energy": predictor.reject_energy, "min_confidence": predictor.min_confidence,
-              "max_stroke_radius": calibrate.MAX_STROKE_RADIUS, "held_out_reject_rate": calibrate.REJECT_RATE,
+              "max_stroke_radius": calibrate.MAX_STROKE_RADIUS,
+              "max_core_pixels": calibrate.MAX_CORE_PIXELS, "held_out_reject_rate": calibrate.REJECT_RATE,
               "single": args.single}
     path = write_json("reject-single" if args.single else "reject", {"checkpoint": str(predictor.checkpoint), "engine": predictor.engine.name,
                                  "method": method, "rows": rows, "fashion_rejected_per_class": per_class,

@@ -11,11 +11,14 @@
   the energy that leaves ``rate`` of the held-out digits rejected, together with those whose calibrated
   confidence is under ``MIN_CONFIDENCE``: it comes from digits only, never from examples of non-digits.
 
-* ``stroke_radius(x)``: the thickest ink in each 28×28 input (the largest disc that fits inside the ink). A pen
-  stroke in MNIST's 20-px box is 1-5 px across; a filled blob (a square, a photo of an object) is not a stroke.
-  ``MAX_STROKE_RADIUS`` is a property of the MNIST format that ``preprocess.to_mnist`` produces, not of a
-  model: 99.9 % of the 60,000 training digits have a radius <= 5.39 px, and no user-like digit of
-  bench/realistic.py went above 5.0 px.
+* ``thick_ink(x)``: how far each 28×28 input's ink is from a pen stroke: the radius of the largest disc that
+  fits inside the ink, and how many ink pixels lie deeper than ``CORE_DEPTH`` = 3 px inside it. A pen stroke
+  in MNIST's 20-px box is 1-5 px across; a filled shape (a square, a T-shirt, a photo of an object) is not a
+  stroke. ``MAX_STROKE_RADIUS`` and ``MAX_CORE_PIXELS`` are properties of the MNIST format that
+  ``preprocess.to_mnist`` produces, not of a model: 99.96 % of the 60,000 training digits have a radius
+  <= 5.5 px, 99.9 % have at most 45 core pixels (tests/test_calibrate.py recomputes both), and no user-like
+  digit of bench/realistic.py exceeds either. The core count catches shapes that are filled but not wide
+  enough for the radius test (a T-shirt is ~12 px wide in the 20-px box).
 
 Training calls the first two at every epoch end on the held-out split and stores ``temperature`` and
 ``reject_energy`` in the checkpoint. numpy/scipy/OpenCV only (no torch).
@@ -28,6 +31,7 @@ import numpy as np
 MIN_CONFIDENCE = 0.5  # calibrated top probability under which a digit is "unsure" (less likely right than not)
 REJECT_RATE = 0.008  # share of held-out digits the two tests may reject together (the target is <= 1 %)
 MAX_STROKE_RADIUS = 5.5  # px in the 28×28 input: thicker ink is a filled shape, not a pen stroke (see above)
+CORE_DEPTH, MAX_CORE_PIXELS = 3.0, 45  # more ink pixels than this deeper than 3 px inside: a filled shape
 
 
 def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -47,13 +51,21 @@ def energy(logits: np.ndarray) -> np.ndarray:
     return -(top + np.log(np.exp(z - top[..., None]).sum(axis=-1)))
 
 
-def stroke_radius(x: np.ndarray) -> np.ndarray:
-    """(N,28,28) inputs in [0,1] → (N,) radius in px of the largest disc inside the ink (pixels > 0.5)."""
+def thick_ink(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,28,28) inputs in [0,1] → ((N,) radius in px of the largest disc inside the ink (pixels > 0.5),
+    (N,) count of ink pixels deeper than CORE_DEPTH inside it)."""
     import cv2  # exact Euclidean distance transform; imports fast, unlike scipy.ndimage
 
-    ink = (np.asarray(x) > 0.5).astype(np.uint8)
-    return np.array([cv2.distanceTransform(a, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).max() for a in ink],
-                    dtype=np.float64).reshape(len(ink))
+    ink = (np.asarray(x) > 0.5).astype(np.uint8).reshape(-1, *np.shape(x)[-2:])
+    depth = [cv2.distanceTransform(a, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) for a in ink]
+    return (np.array([d.max() for d in depth], dtype=np.float64),
+            np.array([int((d >= CORE_DEPTH).sum()) for d in depth], dtype=np.int64))
+
+
+def is_filled(x: np.ndarray) -> np.ndarray:
+    """(N,) bool: ink too thick to be a pen stroke (see thick_ink)."""
+    radius, core = thick_ink(x)
+    return (radius > MAX_STROKE_RADIUS) | (core > MAX_CORE_PIXELS)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:

@@ -10,7 +10,7 @@ the checkpoint's ``temperature``, so confidences are calibrated.
 Each digit is judged as well as read (calibrate.py): "unsure" when its calibrated confidence is under
 ``MIN_CONFIDENCE`` (the model hesitates between digits), its energy is above the checkpoint's
 ``reject_energy`` (it looks like none of the digits the model was trained on: a shoe, a letter, a smudge), or
-its ink is thicker than any pen stroke (``MAX_STROKE_RADIUS``: a filled shape). An image is "no digit found"
+its ink is thicker than a pen stroke (``calibrate.is_filled``: a filled shape). An image is "no digit found"
 when preprocessing finds no ink, "unsure" when any of its digits is, else "ok".
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn import MnistCnnError
-from mnist_cnn.calibrate import MAX_STROKE_RADIUS, MIN_CONFIDENCE, energy, softmax, stroke_radius
+from mnist_cnn.calibrate import MAX_CORE_PIXELS, MAX_STROKE_RADIUS, MIN_CONFIDENCE, energy, is_filled, softmax
 from mnist_cnn.preprocess import to_mnist
 
 DEFAULT_RUN = Path("runs/mnist")
@@ -136,11 +136,11 @@ class Predictor:
     def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(N,28,28) floats in [0,1], ink bright → ((N,10) calibrated probabilities, (N,) energies, reasons)."""
         logits = self.engine.logits(x.astype(np.float32, copy=False))
-        probs, energies, radii = softmax(logits, self.temperature), energy(logits), stroke_radius(x)
+        probs, energies, filled = softmax(logits, self.temperature), energy(logits), is_filled(x)
         line = np.inf if self.reject_energy is None else self.reject_energy
-        reasons = [NOT_A_STROKE if r > MAX_STROKE_RADIUS else NOT_A_DIGIT if e > line
+        reasons = [NOT_A_STROKE if f else NOT_A_DIGIT if e > line
                    else LOW_CONFIDENCE if p.max() < self.min_confidence else ""
-                   for p, e, r in zip(probs, energies, radii)]
+                   for p, e, f in zip(probs, energies, filled)]
         return probs, energies, reasons
 
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
@@ -166,12 +166,14 @@ class Predictor:
         return self.predict_image(Path(path), source=str(path), single=single)
 
     def describe(self) -> dict:
-        rejection = "calibrated confidence < min_confidence, stroke radius > max_stroke_radius" + (
+        rejection = ("calibrated confidence < min_confidence, ink too thick for a pen (stroke radius > "
+                     "max_stroke_radius or more than max_core_pixels deeper than 3 px)") + (
             ", or energy > reject_energy" if self.reject_energy is not None else
             " (this model has no reject_energy: retrain or re-export it to also reject what is unlike a digit)")
         return {"engine": self.engine.name, "checkpoint": str(self.checkpoint), **self.engine.meta,
                 "temperature": self.temperature, "reject_energy": self.reject_energy,
-                "min_confidence": self.min_confidence, "max_stroke_radius": MAX_STROKE_RADIUS, "unsure_when": rejection}
+                "min_confidence": self.min_confidence, "max_stroke_radius": MAX_STROKE_RADIUS,
+                "max_core_pixels": MAX_CORE_PIXELS, "unsure_when": rejection}
 
 
 # ---------------------------------------------------------------- many files

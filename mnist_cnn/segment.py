@@ -23,32 +23,53 @@ from __future__ import annotations
 import numpy as np
 
 MIN_CONTRAST = 0.08  # ink must differ from the paper by this much (of full scale), else "no digit"
+THUMBNAIL = 64  # px: a smaller image is a crop, a canvas or an MNIST-format digit, not a photo of a sheet
 
 
-def _fit_paper(g: np.ndarray) -> np.ndarray:
-    """Robust quadratic fit of the paper's brightness (ink is the minority) → (H,W) surface."""
-    import cv2
-
-    h, w = g.shape
-    s = min(1.0, 48 / max(h, w))  # fit on a ≤ 48-px thumbnail: shading is smooth
-    small = cv2.resize(g, (max(2, round(w * s)), max(2, round(h * s))), interpolation=cv2.INTER_AREA) if s < 1 else g
-    yy, xx = np.mgrid[-1:1:small.shape[0] * 1j, -1:1:small.shape[1] * 1j]
-    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], -1).reshape(-1, 6)
-    z = small.ravel().astype(np.float64)
-    r, keep = z - np.median(z), None  # start from the median (the paper): the surface never bends to the ink
-    for _ in range(4):  # refit on the pixels within 3σ of the surface: ink and glare drop out
+def _robust_fit(z: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients (basis[:, 0] is ones) refitted on the values within 3σ of the surface, starting
+    from the median (the paper): ink and glare drop out, and the surface never bends to the ink."""
+    coef, keep = np.zeros(basis.shape[1]), None
+    coef[0] = np.median(z)
+    for _ in range(4):
+        r = z - basis @ coef
         sigma = max(1.4826 * float(np.median(np.abs(r))), 2e-3)
         new_keep = np.abs(r) < 3 * sigma
         if new_keep.sum() < 12 or (keep is not None and (new_keep == keep).all()):
             break
         keep = new_keep
         a = basis[keep]
-        coef = np.linalg.solve(a.T @ a + 1e-9 * np.eye(6), a.T @ z[keep])
-        r = z - basis @ coef
-    surface = (z - r).reshape(small.shape).astype(np.float32)
-    if s < 1:
-        surface = cv2.resize(surface, (w, h), interpolation=cv2.INTER_LINEAR)
-    return surface
+        coef = np.linalg.solve(a.T @ a + 1e-9 * np.eye(len(coef)), a.T @ z[keep])
+    return coef
+
+
+def _fit_paper(g: np.ndarray) -> np.ndarray:
+    """The paper's brightness → (H,W) surface: a robust quadratic over the image (ink is the minority) or, in a
+    thumbnail, a robust plane through its border (see _fit_border)."""
+    import cv2
+
+    h, w = g.shape
+    if max(h, w) < THUMBNAIL:
+        return _fit_border(g)
+    s = min(1.0, 48 / max(h, w))  # fit on a ≤ 48-px thumbnail: shading is smooth
+    small = cv2.resize(g, (max(2, round(w * s)), max(2, round(h * s))), interpolation=cv2.INTER_AREA)
+    yy, xx = np.mgrid[-1:1:small.shape[0] * 1j, -1:1:small.shape[1] * 1j]
+    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], -1).reshape(-1, 6)
+    surface = (basis @ _robust_fit(small.ravel().astype(np.float64), basis)).reshape(small.shape)
+    return cv2.resize(surface.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _fit_border(g: np.ndarray) -> np.ndarray:
+    """A thumbnail's paper: a robust plane through its 1-px border (a stroke touching the edge is a minority
+    there). A thumbnail is a crop, a canvas or an MNIST-format image, never a photo of a sheet, and its
+    subject may fill most of the frame (a garment, a logo), so "ink is the minority" would not hold: fitted
+    over the whole image, the paper would become the object and its background the ink."""
+    h, w = g.shape
+    yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
+    basis = np.stack([np.ones_like(xx), xx, yy], -1)
+    ring = np.zeros((h, w), bool)
+    ring[[0, -1], :] = ring[:, [0, -1]] = True
+    return (basis @ _robust_fit(g[ring].astype(np.float64), basis[ring])).astype(np.float32)
 
 
 def _noise(g: np.ndarray) -> float:
@@ -126,7 +147,7 @@ def _on_the_paper(c: np.ndarray, level: float) -> np.ndarray | None:
     import cv2
 
     h, w = c.shape
-    if max(h, w) < 64:  # a thumbnail, not a photo of a sheet
+    if max(h, w) < THUMBNAIL:  # a thumbnail, not a photo of a sheet
         return None
     f = min(1.0, 256 / max(h, w))
     paper = (c < level).astype(np.float32)

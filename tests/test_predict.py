@@ -9,15 +9,17 @@ import csv
 import io
 import json
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from conftest import SAMPLES, run_cli
-from mnist_cnn.calibrate import (REJECT_RATE, energy, expected_calibration_error, fit_energy_threshold,
-                                 fit_temperature, softmax)
+from mnist_cnn.calibrate import (MAX_CORE_PIXELS, MAX_STROKE_RADIUS, REJECT_RATE, energy,
+                                 expected_calibration_error, fit_energy_threshold, fit_temperature, is_filled,
+                                 softmax, thick_ink)
 from mnist_cnn.data import load_mnist
-from mnist_cnn.predict import NO_DIGIT, OK, UNSURE, Predictor, expand_inputs
+from mnist_cnn.predict import NO_DIGIT, NOT_A_STROKE, OK, UNSURE, Predictor, expand_inputs
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,22 @@ def test_filled_shapes_are_not_digits(predictor, shape):
      "triangle": lambda: draw.polygon([(100, 30), (170, 170), (30, 170)], fill=0)}[shape]()
     pred = predictor.predict_image(img, source=shape)
     assert pred.verdict in (UNSURE, NO_DIGIT), pred.to_dict()
+
+
+def test_filled_shape_thresholds_are_properties_of_the_mnist_format():
+    """calibrate's stroke limits, recomputed from the 60,000 training digits, as its docstring states."""
+    radius, core = thick_ink(load_mnist("train")[0] / 255.0)
+    assert np.mean(radius > MAX_STROKE_RADIUS) <= 0.0005 and np.mean(core > MAX_CORE_PIXELS) <= 0.001
+    test_digits = load_mnist("test")[0] / 255.0
+    assert np.mean(is_filled(test_digits)) <= 0.0015  # what the test also leaves to the energy line
+
+
+def test_a_filled_thumbnail_is_unsure_with_the_reason(predictor):
+    img = np.zeros((28, 28), np.uint8)
+    cv2.fillPoly(img, [np.array([(3, 4), (10, 1), (17, 1), (24, 4), (27, 10), (22, 11), (21, 27), (6, 27),
+                                 (5, 11), (0, 10)])], 230)  # a T-shirt, as in Fashion-MNIST
+    pred = predictor.predict_image(Image.fromarray(img), source="shirt")
+    assert pred.verdict == UNSURE and pred.reasons == [NOT_A_STROKE]
 
 
 def test_multi_digit_prediction_and_single(predictor):

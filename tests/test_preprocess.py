@@ -19,6 +19,7 @@ from PIL import Image
 
 from mnist_cnn import MnistCnnError
 from mnist_cnn.data import load_mnist
+from mnist_cnn.calibrate import is_filled
 from mnist_cnn.preprocess import WORK_SIDE, open_image, stroke_width, to_mnist
 
 from conftest import ROOT, SAMPLES
@@ -76,6 +77,19 @@ def test_polarity_detected_both_ways():
         assert out.shape == (1, 28, 28) and out.dtype == np.float32
         assert out[0, :3].max() == 0 and out[0].max() == pytest.approx(1.0)  # ink bright, background dark
         assert np.abs(out[0] - outs[0][0]).max() < 0.1
+
+
+@pytest.mark.parametrize("paper, ink", [(0, 255), (255, 0), (40, 200)])
+def test_a_thumbnail_filled_by_its_subject_keeps_its_subject(paper, ink):
+    """In a 28×28 image a subject may cover most of the frame (a garment, a logo): the paper is what lies along
+    the border, so the subject stays the ink, whole and filled, instead of its background becoming ink."""
+    img = np.full((28, 28), paper, np.uint8)
+    shirt = np.array([(3, 4), (10, 1), (17, 1), (24, 4), (27, 10), (22, 11), (21, 27), (6, 27), (5, 11), (0, 10)])
+    cv2.fillPoly(img, [shirt], int(ink), cv2.LINE_AA)  # a T-shirt touching three edges, ~60 % of the frame
+    out = to_mnist(encode(img.astype(np.float32) / 255))
+    assert out.shape == (1, 28, 28)
+    assert (out[0] > 0.5).sum() > 250  # filled, not an outline (an MNIST digit has ~100 ink pixels)
+    assert is_filled(out).all()
 
 
 @pytest.mark.parametrize("h, w", [(300, 100), (60, 240), (400, 400), (12, 5)])
