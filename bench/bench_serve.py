@@ -1,12 +1,13 @@
 """Load on the HTTP API: a real ``mnist-cnn serve`` process on 127.0.0.1, 10,000 single-digit PNGs per level.
 
 Run: python bench/bench_serve.py [--checkpoint runs/mnist] [--requests 10000] [--concurrency 32 64]
-                                 [--repeats 3] [--threads N] [--engine auto|onnx|torch]
+                                 [--repeats 3] [--workers N] [--threads N] [--engine auto|onnx|torch]
 
 The client is aiohttp's, in this process: ``concurrency`` requests in flight, each a raw PNG body
 (a MNIST test digit drawn black on white, as the drawing page sends it). Reports requests/s, p50/p99 latency,
 errors (non-200 or transport failures), how many answers match the label, and the server's RSS after a warm-up
-and after all the levels; medians of ``--repeats`` runs. The baseline, timed in the same run, is the same
+and after all the levels (all its processes: with ``--workers N``, uvicorn's supervisor and N workers); medians
+of ``--repeats`` runs. The baseline, timed in the same run, is the same
 Predictor called in-process on one thread (no HTTP), so the ratio shows what the server adds. The client shares
 the 2 cores with the server: its own CPU time is reported too. Writes bench/results/serve-<engine>.json.
 Targets (this 2-core machine): 0 errors, >= 1,000 req/s and p99 <= 50 ms at concurrency 32, RSS growth <= 50 MB.
@@ -68,33 +69,59 @@ def ensure_checkpoint(where: str) -> str:
     return str(run)
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the server's worker processes)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a process that just ended
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += parents.get(p, [])
+    return out
+
+
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (robust to the machine's load, unlike wall time)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its descendants so far (robust to the machine's load)."""
+    total = 0.0
+    for p in tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of a process and its descendants, MiB."""
+    total = 0.0
+    for p in tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
-def start_server(checkpoint: str, threads: int | None, engine: str) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: str, threads: int | None, engine: str, workers: int) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", checkpoint, "--host", "127.0.0.1",
-           "--port", str(port), "--engine", engine] + (["--threads", str(threads)] if threads else [])
+           "--port", str(port), "--engine", engine, "--workers", str(workers)] + (
+           ["--threads", str(threads)] if threads else [])
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
+    processes = 1 + workers if workers > 1 else 1  # uvicorn's supervisor and its workers
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {proc.stderr.read()}")
         try:
-            if httpx.get(base + "/api/health", timeout=2).status_code == 200:
+            if httpx.get(base + "/api/health", timeout=2).status_code == 200 and len(tree(proc.pid)) >= processes:
+                time.sleep(1.0 if workers > 1 else 0.0)  # every worker's start-up done, not only the first one's
                 return proc, base
         except httpx.TransportError:
             time.sleep(0.2)
@@ -121,7 +148,8 @@ async def load(base: str, images: list[bytes], labels: np.ndarray, n: int, concu
                 try:
                     async with http.post("/api/predict", data=images[j], headers=headers) as r:
                         ok = r.status == 200
-                        correct += ok and (await r.json())["digits"] == [int(labels[j])]
+                        right = ok and (await r.json())["digits"] == [int(labels[j])]
+                        correct += right  # after the await: `correct += await …` would lose other tasks' updates
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     ok = False
                 lat.append(time.perf_counter() - t0)
@@ -153,7 +181,7 @@ def in_process_baseline(checkpoint: str, engine: str, images: list[bytes], n: in
 
 
 def one_repeat(args, checkpoint: str, images, labels) -> tuple[list[dict], dict]:
-    proc, base = start_server(checkpoint, args.threads, args.engine)
+    proc, base = start_server(checkpoint, args.threads, args.engine, args.workers)
     try:
         rss_start = rss_mib(proc.pid)
         asyncio.run(load(base, images, labels, 500, max(args.concurrency)))  # warm-up: caches, pools, arenas
@@ -202,6 +230,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=10_000, help="requests per concurrency level (default: 10000)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[32, 64], help="levels (default: 32 64)")
     p.add_argument("--repeats", type=int, default=3, help="server starts, each running every level (default: 3)")
+    p.add_argument("--workers", type=int, default=CORES, help=f"the server's --workers (default: the cores, {CORES})")
     p.add_argument("--threads", type=int, default=None, help="the server's --threads (default: its own)")
     p.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"), help="the server's --engine "
                    "(default: auto, ONNX Runtime when the run has model.onnx)")
@@ -212,7 +241,8 @@ def main() -> None:
     baseline = in_process_baseline(checkpoint, args.engine, images)
     runs = [one_repeat(args, checkpoint, images, labels) for _ in range(args.repeats)]
     rows = summarise(runs, args.concurrency, baseline)
-    print(f"serve: {args.requests:,} requests per level, median of {args.repeats} server runs, engine "
+    print(f"serve: {args.requests:,} requests per level, median of {args.repeats} server runs, {args.workers} "
+          f"worker process(es), engine "
           f"{runs[0][1]['engine']}; in-process baseline: the Predictor alone takes {1e3 / baseline:.2f} ms of CPU "
           f"per image ({baseline:.0f}/CPU-second)")
     print("cpu-bound req/s = cores / (server + client CPU per request): what the CPUs allow without other load")
@@ -225,6 +255,7 @@ def main() -> None:
           ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in met.items()))
     path = write_json(f"serve-{runs[0][1]['engine']}", {
         "summary": rows, "targets": TARGETS, "met": met, "baseline_per_s": baseline, "cores": CORES,
+        "workers": args.workers, "threads": args.threads,
         "runs": [{"levels": r, "memory": m} for r, m in runs]})
     print(f"wrote {path}")
 

@@ -228,14 +228,21 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="address to listen on; 0.0.0.0 exposes the server to your network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--threads", type=int, default=None,
-                   help="predictions run at once, in worker threads (default: the number of CPU cores)")
+                   help="predictions run at once in each process, in worker threads (default: the CPU cores, "
+                        "divided among the --workers)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port, each with its own model; for throughput use the "
+                        "number of CPU cores (default: 1)")
     add_engine_arg(p)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mnist_cnn.serve import serve
 
-    serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, engine=args.engine)
+    if args.workers < 1:
+        raise MnistCnnError(f"--workers must be at least 1, not {args.workers}")
+    serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, engine=args.engine,
+          workers=args.workers)
     return 0
 
 

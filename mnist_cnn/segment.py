@@ -5,12 +5,14 @@
 The part of ``preprocess.to_mnist`` that separates writing from paper, and one digit from the next:
 
 * the paper: a robust quadratic fit of its brightness (ink is the minority) takes out uneven light; contrast is
-  taken relative to the light at each place, so ink in shade counts as much as ink in the sun;
+  taken relative to the light at each place, so ink in shade counts as much as ink in the sun. In a thumbnail
+  (under 64 px: a crop, a canvas, an MNIST-format image) the paper is a plane through the image's border
+  instead, since its subject may fill most of the frame;
 * polarity: ink is the side with more mass beyond 3σ of the paper (dark pen on paper, chalk, white on black);
 * a sheet on a table: the convex hull of the largest background region, when what lies off it is not paper
   and the hull holds the writing whole;
-* shadows and the table past the paper's edge: a morphological opening wider than 4 strokes, subtracted where
-  it reaches the image's or the sheet's border;
+* shadows and the table past the paper's edge (photos, not thumbnails): a morphological opening wider than 4
+  strokes, subtracted where it reaches the image's or the sheet's border;
 * a noise-aware ramp: below 3σ of pixel noise → 0, the typical ink level (Otsu) → 1;
 * digits: connected components; specks (< 4 % of the ink) and frame lines along the border dropped; pieces of
   one digit (broken strokes, a detached bar) merged; left to right.
@@ -65,11 +67,14 @@ def _fit_border(g: np.ndarray) -> np.ndarray:
     subject may fill most of the frame (a garment, a logo), so "ink is the minority" would not hold: fitted
     over the whole image, the paper would become the object and its background the ink."""
     h, w = g.shape
-    yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
-    basis = np.stack([np.ones_like(xx), xx, yy], -1)
     ring = np.zeros((h, w), bool)
     ring[[0, -1], :] = ring[:, [0, -1]] = True
-    return (basis @ _robust_fit(g[ring].astype(np.float64), basis[ring])).astype(np.float32)
+    edge = g[ring]
+    if edge.min() == edge.max():  # a uniform border (a canvas, a rendered digit): the paper is that level
+        return np.full((h, w), edge[0], np.float32)
+    yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
+    basis = np.stack([np.ones_like(xx), xx, yy], -1)
+    return (basis @ _robust_fit(edge.astype(np.float64), basis[ring])).astype(np.float32)
 
 
 def _noise(g: np.ndarray) -> float:
@@ -202,8 +207,9 @@ def ink_and_sheet(grey: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | Non
     sheet = _on_the_paper(c, 0.5 * t)
     if sheet is not None:  # a sheet on a table: what lies off the sheet is not writing
         c = np.where(sheet, c, 0.0)
-    width = min(_inner_width(c > t, sheet), 0.2 * min(grey.shape))
-    c = _remove_broad(c, width, 0.5 * t)
+    if max(grey.shape) >= THUMBNAIL:  # shadows and a table past the paper's edge are in photos, not thumbnails
+        width = min(_inner_width(c > t, sheet), 0.2 * min(grey.shape))
+        c = _remove_broad(c, width, 0.5 * t)
     above = c[c > 3 * sigma]
     if above.size == 0 or float(above.max()) < max(MIN_CONTRAST, 6 * sigma):
         return None, None

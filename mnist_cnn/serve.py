@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
@@ -211,8 +212,10 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def create_app(checkpoint: str | Path | None = None, predictor=None, threads: int | None = None) -> FastAPI:
-    """The FastAPI app. ``predictor``: use this one; else the lifespan loads ``checkpoint`` (None: runs/mnist).
+def create_app(checkpoint: str | Path | None = None, predictor=None, threads: int | None = None,
+               engine: str = "auto") -> FastAPI:
+    """The FastAPI app. ``predictor``: use this one; else the lifespan loads ``checkpoint`` (None: runs/mnist)
+    on ``engine``.
 
     ``threads``: predictions run at once (default: the number of CPU cores).
     """
@@ -221,7 +224,11 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
     async def lifespan(app: FastAPI):
         from mnist_cnn.predict import Predictor
 
-        app.state.predictor = predictor or Predictor.from_checkpoint(checkpoint)
+        app.state.predictor = predictor or Predictor.from_checkpoint(checkpoint, engine=engine)
+        if app.state.predictor.engine.name == "torch":
+            import torch
+
+            torch.set_num_threads(1)  # parallelism comes from concurrent requests; intra-op threads only contend
         app.state.limiter = anyio.CapacityLimiter(threads or usable_cores())
         app.state.started = time.monotonic()
         app.state.info = model_info(app.state.predictor)
@@ -239,13 +246,15 @@ def add_routes(app: FastAPI) -> None:
     @app.post("/api/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra=UPLOAD_DOC,
               summary=f"read the digits in an image (multipart field 'file' or raw body; up to "
                       f"{MAX_UPLOAD_BYTES // 2**20} MB)")
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
         data, source = await read_upload(request)
         out = await anyio.to_thread.run_sync(predict_bytes, request.app.state.predictor, data, source,
                                              limiter=request.app.state.limiter)
         out["timing_ms"]["total"] = round((time.perf_counter() - t0) * 1e3, 3)
-        return out
+        # Already the documented shape: sent as it is, not validated again against PredictResponse (that
+        # round trip through pydantic and jsonable_encoder cost more CPU than the prediction's model call).
+        return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
 
     @app.get("/api/health", response_model=Health)
     async def health(request: Request) -> dict:
@@ -262,18 +271,37 @@ def add_routes(app: FastAPI) -> None:
         return FileResponse(STATIC / "index.html")
 
 
+WORKER_ENV = "MNIST_CNN_SERVE"  # how `serve --workers N` hands its settings to the worker processes
+
+
+def app_from_env() -> FastAPI:
+    """The app factory uvicorn calls in each worker process of ``serve --workers N``."""
+    settings = json.loads(os.environ[WORKER_ENV])
+    return create_app(settings["checkpoint"], threads=settings["threads"], engine=settings["engine"])
+
+
 def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
-          engine: str = "auto", log_level: str = "info") -> None:
-    """Load the model (errors surface here, before the server starts), then run uvicorn until Ctrl-C."""
+          engine: str = "auto", log_level: str = "info", workers: int = 1) -> None:
+    """Load the model (errors surface here, before the server starts), then run uvicorn until Ctrl-C.
+
+    ``workers`` > 1: that many server processes share the port, each with its own model, so that Python's
+    work (HTTP, preprocessing) runs on several cores at once instead of taking turns under one GIL.
+    """
     import uvicorn
 
     from mnist_cnn.predict import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
-    if predictor.engine.name == "torch":
-        import torch
-
-        torch.set_num_threads(1)  # parallelism comes from concurrent requests; intra-op threads only contend
-    app = create_app(predictor=predictor, threads=threads)
-    print(f"serving {predictor.checkpoint} ({predictor.engine.name}) on http://{host}:{port}/  (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    where = f"{predictor.checkpoint} ({predictor.engine.name})"
+    if workers > 1:
+        threads = threads or max(1, usable_cores() // workers)
+        os.environ[WORKER_ENV] = json.dumps({"checkpoint": str(predictor.checkpoint), "threads": threads,
+                                             "engine": predictor.engine.name})
+        del predictor  # each worker loads its own
+        print(f"serving {where} on http://{host}:{port}/ with {workers} worker processes  (Ctrl-C stops)")
+        uvicorn.run("mnist_cnn.serve:app_from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level, access_log=False)
+        return
+    print(f"serving {where} on http://{host}:{port}/  (Ctrl-C stops)")
+    uvicorn.run(create_app(predictor=predictor, threads=threads), host=host, port=port, log_level=log_level,
+                access_log=False)

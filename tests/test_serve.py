@@ -295,6 +295,42 @@ def test_real_server_process(trained_run, predictor, tmp_path):
     assert "Traceback" not in log.read_text()
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+def test_worker_processes_serve_and_stop_together(trained_run, predictor, tmp_path):
+    """--workers 2: two processes, each with its own model, answer on one port; Ctrl-C stops them all."""
+    log = tmp_path / "server.log"
+    with running_server(trained_run, log, "--workers", "2") as (base, proc):
+        deadline = time.monotonic() + 60
+        while len(workers := [c for c in children(proc.pid)
+                              if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]) < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        with httpx.Client(base_url=base) as http:
+            for path in SAMPLE_FILES:
+                r = http.post("/api/predict", content=path.read_bytes(), headers={"content-type": "image/png"})
+                assert r.status_code == 200 and r.json()["number"] == predictor.predict_file(path).number
+    assert proc.returncode == 0, log.read_text()
+    assert not [w for w in workers if alive(w)]  # no worker left behind
+    assert "Traceback" not in log.read_text() and "2 worker processes" in log.read_text()
+
+
 def test_serve_refuses_a_missing_checkpoint(tmp_path):
     r = run_cli("serve", "--checkpoint", str(tmp_path / "nothing"), "--port", str(free_port()), timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
