@@ -59,12 +59,15 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX512-BF16 or AMX; else emulated and slow
 
 
-def tune_malloc() -> None:
-    """Keep freed memory in glibc's heap: per-step alloc/free of activations otherwise costs page faults."""
+def tune_malloc(on: bool = True) -> None:
+    """on: keep freed memory in glibc's heap (per-step alloc/free of activations otherwise costs page faults).
+    off: glibc's defaults again, and the kept memory handed back to the OS (peak RSS is a target too)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD = 1 GiB
-        libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: no mmap'd blocks that are unmapped on free
+        libc.mallopt(-1, 1 << 30 if on else 128 << 10)  # M_TRIM_THRESHOLD: 1 GiB, or the default 128 KiB
+        libc.mallopt(-4, 0 if on else 1 << 16)  # M_MMAP_MAX: 0 = no mmap'd blocks that are unmapped on free
+        if not on:
+            libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
 
@@ -132,7 +135,7 @@ def train_step(model, opt, images, labels, global_count: int, world: int, bf16: 
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, data: Dataset, d: D.Dist = D.Dist(), bf16: bool = False,
-                      batch: int = 500) -> tuple[float, float]:
+                      batch: int = 128) -> tuple[float, float]:
     """(mean loss, accuracy) on ``data``; each rank takes every world-th image, results are summed."""
     model.eval()
     device = data.images.device
@@ -159,8 +162,8 @@ def fit_run_temperature(model: nn.Module, held_out: Dataset, bf16: bool) -> tupl
         return 1.0, float("nan"), None
     model.eval()
     with autocast(held_out.images.device, bf16):
-        # 500 at a time: conv1's output alone is 87 KB per image, and peak RSS is what the memory target counts
-        logits = torch.cat([model(to_input(part)).float() for part in held_out.images.split(500)])
+        # 128 at a time: conv1's output alone is 87 KB per image, and peak RSS is what the memory target counts
+        logits = torch.cat([model(to_input(part)).float() for part in held_out.images.split(128)])
     model.train()
     labels = held_out.labels
     acc = (logits.argmax(1) == labels).float().mean().item()
@@ -295,7 +298,6 @@ def train_one_epoch(run: Run, model: nn.Module, data: Dataset, epoch: int, steps
 
 def train(cfg: TrainConfig) -> dict:
     """Train as configured; returns the final metrics. Prints progress on global rank 0 only."""
-    tune_malloc()
     run = Run(cfg)
     try:
         return _train(run)
@@ -308,6 +310,7 @@ def _train(run: Run) -> dict:
     t0 = time.perf_counter()
     train_data, held_out = split_holdout(load_split(cfg, "train", run.device, cfg.limit), cfg.holdout)
     test_data = load_split(cfg, "test", run.device)
+    tune_malloc()  # only now: the loading's temporaries (~140 MB) go back to the OS instead of into the heap
     run.resume()
     run.write_config()
     model = run.raw_model
@@ -337,10 +340,13 @@ def _train(run: Run) -> dict:
         digests = D.replica_digests(run.raw_model, d)
         run.log(f"replica check: weights sha256 by rank {' '.join(f'{r}:{h}' for r, h in enumerate(digests))}"
                 f" {'identical' if len(set(digests)) == 1 else 'DIFFER'}")
+    n_test = len(test_data)
+    del train_data, held_out, test_data  # 56 MB that the export's imports and parity check can have instead
+    tune_malloc(False)  # training is over: the heap it kept goes back before the export imports ONNX Runtime
     if d.main and cfg.export_onnx:
         _export_best(run)
     if d.main:
-        print(f"test accuracy: {test_acc:.4f} ({len(test_data)} images)")
+        print(f"test accuracy: {test_acc:.4f} ({n_test} images)")
         run.log(f"run folder: {run.dir}  ({time.perf_counter() - t0:.1f}s)")
     return {"test_acc": test_acc, "best_acc": run.best_acc, "step": run.step, "run_dir": str(run.dir)}
 
