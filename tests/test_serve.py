@@ -331,6 +331,33 @@ def test_worker_processes_serve_and_stop_together(trained_run, predictor, tmp_pa
     assert "Traceback" not in log.read_text() and "2 worker processes" in log.read_text()
 
 
+def spawned_workers(pid: int) -> list[int]:
+    return [c for c in children(pid) if alive(c) and "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+
+
+def wait_for(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not (found := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return found
+
+
+def test_a_dead_worker_is_replaced_and_workers_end_with_the_supervisor(trained_run, tmp_path):
+    log = tmp_path / "server.log"
+    with running_server(trained_run, log, "--workers", "2") as (base, proc):
+        first = wait_for(lambda: len(w := spawned_workers(proc.pid)) == 2 and w, 60, "two workers")
+        os.kill(first[0], signal.SIGKILL)
+        wait_for(lambda: first[0] not in (w := spawned_workers(proc.pid)) and len(w) == 2, 60, "a replacement")
+        now = spawned_workers(proc.pid)
+        for _ in range(20):  # both answer (the kernel spreads new connections over the two sockets)
+            assert httpx.get(base + "/api/health", timeout=10).status_code == 200
+        os.kill(proc.pid, signal.SIGKILL)  # the supervisor dies without a word: its workers must not serve on
+        proc.wait()
+        wait_for(lambda: not [w for w in now if alive(w)], 15, f"orphaned workers still running: {now}")
+    assert "exited with status" in log.read_text()
+
+
 def test_serve_refuses_a_missing_checkpoint(tmp_path):
     r = run_cli("serve", "--checkpoint", str(tmp_path / "nothing"), "--port", str(free_port()), timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
