@@ -2,7 +2,8 @@
 
 Then open http://127.0.0.1:8000/ and draw a digit, or ask the API:
 ``curl -F file=@samples/7_mnist_test_0017.png http://127.0.0.1:8000/api/predict`` (or send the image as the raw
-body: ``curl --data-binary @digit.png -H 'Content-Type: image/png' …``). The OpenAPI page is at /docs.
+body: ``curl --data-binary @digit.png -H 'Content-Type: image/png' …``). The OpenAPI page is at /docs (Swagger
+UI, served by the app itself like every other asset: it works offline).
 
 ``create_app`` is the app factory; its lifespan loads one Predictor (the CLI's) unless one is passed in. The
 CPU work of a prediction runs in worker threads, never on the event loop, so concurrent requests are served
@@ -30,6 +31,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -244,8 +246,9 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
         yield
         app.state.pool.shutdown(cancel_futures=True)
 
-    app = FastAPI(title="mnist-cnn", version=__version__, lifespan=lifespan,
-                  description="Read handwritten digits. POST an image to /api/predict; draw at /.")
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc pages load their scripts from the app, not a CDN
+    app = FastAPIOffline(title="mnist-cnn", version=__version__, lifespan=lifespan,
+                         description="Read handwritten digits. POST an image to /api/predict; draw at /.")
     add_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -233,3 +233,24 @@ def test_phone_width_touch_and_pen(browser, server, kind):
     page.screenshot(path=str(ARTIFACTS / f"serve-phone-{kind}-1.png"), full_page=True)
     context.close()
 
+
+
+def test_the_api_docs_page_works_offline(browser, server):
+    """/docs (Swagger UI) renders the API from the app's own assets: every request off 127.0.0.1 is refused."""
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_local(route):
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    assert page.locator(".opblock-summary-path", has_text="/api/predict").count() == 1
+    assert not outside, outside
+    context.close()
