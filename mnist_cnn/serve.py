@@ -373,10 +373,12 @@ def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 80
 
     predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
     where = f"{predictor.checkpoint} ({predictor.engine.name})"
+    # The port is free, checked without SO_REUSEPORT: a server already on it (even another `serve --workers`,
+    # whose shared sockets would otherwise welcome ours) is one clear error here, not one in every worker.
+    listening_socket(host, port, shared=False).close()
     if workers > 1:
         if not hasattr(socket, "SO_REUSEPORT"):
             raise MnistCnnError("--workers above 1 needs SO_REUSEPORT (Linux): use --workers 1 here")
-        listening_socket(host, port, shared=True).close()  # the port is free: fail here, not in every worker
         settings = {"checkpoint": str(predictor.checkpoint), "engine": predictor.engine.name, "host": host,
                     "port": port, "threads": threads or max(1, usable_cores() // workers), "log_level": log_level}
         del predictor  # each worker loads its own

@@ -358,6 +358,16 @@ def test_a_dead_worker_is_replaced_and_workers_end_with_the_supervisor(trained_r
     assert "exited with status" in log.read_text()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_clear_error(trained_run, tmp_path, workers):
+    """Another server on the port, even one of our own with shared (SO_REUSEPORT) sockets: refused, one line."""
+    with running_server(trained_run, tmp_path / "first.log", "--workers", "2") as (base, _):
+        port = base.rsplit(":", 1)[1]
+        r = run_cli("serve", "--checkpoint", str(trained_run), "--port", port, "--workers", workers, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_serve_refuses_a_missing_checkpoint(tmp_path):
     r = run_cli("serve", "--checkpoint", str(tmp_path / "nothing"), "--port", str(free_port()), timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
