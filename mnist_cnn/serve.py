@@ -104,11 +104,12 @@ def png_data_url(a: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
 
 
-def check_image(data: bytes) -> None:
-    """Refuse what is not an image, or too many pixels, from the header alone (before any decoding)."""
+def check_image(data: bytes) -> Image.Image:
+    """Refuse what is not an image, or too many pixels, from the header alone (before any decoding); else the
+    opened, not yet decoded image, which preprocessing decodes (the header is parsed once)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            pixels = img.width * img.height
+        img = Image.open(io.BytesIO(data))
+        pixels = img.width * img.height
     except Image.DecompressionBombError:
         pixels = MAX_PIXELS + 1
     except UnidentifiedImageError:
@@ -117,19 +118,22 @@ def check_image(data: bytes) -> None:
         raise HTTPException(422, f"unreadable image ({type(e).__name__}: {e})") from None
     if pixels > MAX_PIXELS:  # Pillow itself only warns between MAX_IMAGE_PIXELS and twice that
         raise HTTPException(413, f"image too large (over {MAX_PIXELS:,} pixels)")
+    return img
 
 
 def predict_bytes(predictor, data: bytes, source: str) -> dict:
     """Runs in a worker thread: the whole CPU part of one request."""
     t0 = time.perf_counter()
-    check_image(data)
+    img = check_image(data)
     try:
-        pred = predictor.predict_image(data, source=source)
+        pred = predictor.predict_image(img, source=source)
     except MnistCnnError as e:
         raise HTTPException(422, str(e)) from None
     except Exception as e:  # Pillow's decoders raise many types on hostile input: a client error, not a 500
         log.warning("image from %s could not be processed", source, exc_info=True)
         raise HTTPException(422, f"could not process the image ({type(e).__name__}: {e})") from None
+    finally:
+        img.close()
     out = pred.to_dict()
     inputs = pred.inputs if pred.inputs is not None else np.zeros((0, 28, 28), np.float32)
     out["inputs_png"] = [png_data_url(a) for a in inputs]
