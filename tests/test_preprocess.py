@@ -92,6 +92,23 @@ def test_a_thumbnail_filled_by_its_subject_keeps_its_subject(paper, ink):
     assert is_filled(out).all()
 
 
+def test_tightly_cropped_digits_are_found_and_read_like_the_originals(trained_run, mnist_test):
+    """A digit cropped to its ink (a "1" is then 4-6 px wide and touches all four edges) is still one digit, read
+    as the same digit with a margin around it is (the noise estimate used to take a thin stroke's edges for noise,
+    and found no ink in 17 % of such crops)."""
+    from mnist_cnn.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(trained_run)
+    tight_reads, loose_reads = [], []
+    for a in mnist_test[0][:500]:
+        rows, cols = np.nonzero(a > 30)
+        tight = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        tight_reads.append(predictor.predict_image(encode(255 - tight)).digits)
+        loose_reads.append(predictor.predict_image(encode(255 - np.pad(tight, 3))).digits)
+    assert all(len(d) == 1 for d in tight_reads)
+    assert np.mean([t == l for t, l in zip(tight_reads, loose_reads)]) >= 0.99
+
+
 @pytest.mark.parametrize("h, w", [(300, 100), (60, 240), (400, 400), (12, 5)])
 def test_aspect_ratio_kept_and_longer_side_20(h, w):
     canvas = np.ones((h + 200, w + 200), np.float32)
