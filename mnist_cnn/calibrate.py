@@ -16,7 +16,7 @@
   in MNIST's 20-px box is 1-5 px across; a filled shape (a square, a T-shirt, a photo of an object) is not a
   stroke. ``MAX_STROKE_RADIUS`` and ``MAX_CORE_PIXELS`` are properties of the MNIST format that
   ``preprocess.to_mnist`` produces, not of a model: 99.96 % of the 60,000 training digits have a radius
-  <= 5.5 px, 99.9 % have at most 45 core pixels (tests/test_calibrate.py recomputes both), and no user-like
+  <= 5.5 px, 99.9 % have at most 45 core pixels (tests/test_predict.py recomputes both), and no user-like
   digit of bench/realistic.py exceeds either. The core count catches shapes that are filled but not wide
   enough for the radius test (a T-shirt is ~12 px wide in the 20-px box).
 

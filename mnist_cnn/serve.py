@@ -100,7 +100,7 @@ def png_data_url(a: np.ndarray) -> str:
     import cv2
 
     grey = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
-    ok, png = cv2.imencode(".png", grey, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    _, png = cv2.imencode(".png", grey, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
 
 
