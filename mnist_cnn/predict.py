@@ -12,6 +12,13 @@ Each digit is judged as well as read (calibrate.py): "unsure" when its calibrate
 ``reject_energy`` (it looks like none of the digits the model was trained on: a shoe, a letter, a smudge), or
 its ink is thicker than a pen stroke (``calibrate.is_filled``: a filled shape). An image is "no digit found"
 when preprocessing finds no ink, "unsure" when any of its digits is, else "ok".
+
+A digit the model hesitates over (calibrated confidence under ``STEADY_BELOW``) is read again shifted by one
+pixel up, down, left and right, and its logits are averaged over the five: MNIST's own centring is only to the
+nearest pixel, so a reading that flips with a 1-px shift is noise. About 3 % of MNIST test digits take the
+extra pass (one batched call), ~15 µs per image on average; confident digits are untouched. On MNIST test
+through the predictor it gains 10 and loses 5 digits (seed-1 model: +7/-3); the energy is that of the input
+as given, so "not a digit" does not change.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ OK, UNSURE, NO_DIGIT = "ok", "unsure", "no digit found"
 LOW_CONFIDENCE, NOT_A_DIGIT, NOT_A_STROKE = ("low confidence", "unlike the digits the model knows",
                                              "a filled shape, not a pen stroke")
 # What a folder is searched for (files named on the command line or by a glob are read whatever their name).
+STEADY_BELOW = 0.9  # calibrated confidence under which a digit is read again with 1-px shifts (see above)
+SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (rows, columns)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
                   ".pgm", ".pbm", ".ppm", ".pnm", ".tga", ".ico", ".apng", ".avif", ".qoi"}
 
@@ -99,6 +108,13 @@ class TorchEngine:
             return self.model(t[:, None]).float().cpu().numpy()
 
 
+def shifted(x: np.ndarray) -> np.ndarray:
+    """(N,28,28) → (len(SHIFTS)·N,28,28): each input moved by each of SHIFTS (zeros come in), shift-major."""
+    n, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    return np.concatenate([padded[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w] for dy, dx in SHIFTS])
+
+
 class Predictor:
     """Loads a model once; predicts on arrays, files and bytes, and says when it is unsure."""
 
@@ -135,8 +151,9 @@ class Predictor:
 
     def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(N,28,28) floats in [0,1], ink bright → ((N,10) calibrated probabilities, (N,) energies, reasons)."""
-        logits = self.engine.logits(x.astype(np.float32, copy=False))
-        probs, energies, filled = softmax(logits, self.temperature), energy(logits), is_filled(x)
+        x = x.astype(np.float32, copy=False)
+        logits = self.engine.logits(x)
+        probs, energies, filled = self._steadied(x, logits), energy(logits), is_filled(x)
         line = np.inf if self.reject_energy is None else self.reject_energy
         reasons = [NOT_A_STROKE if f else NOT_A_DIGIT if e > line
                    else LOW_CONFIDENCE if p.max() < self.min_confidence else ""
@@ -145,7 +162,18 @@ class Predictor:
 
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
         """(N,28,28) floats in [0,1], ink bright → (N,10) calibrated probabilities."""
-        return softmax(self.engine.logits(x.astype(np.float32, copy=False)), self.temperature)
+        x = x.astype(np.float32, copy=False)
+        return self._steadied(x, self.engine.logits(x))
+
+    def _steadied(self, x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities; a digit under STEADY_BELOW gets its logits averaged with those of its
+        1-px shifts (one batched call for all of them)."""
+        probs = softmax(logits, self.temperature)
+        unsure = np.flatnonzero(probs.max(1) < STEADY_BELOW)
+        if unsure.size:
+            more = self.engine.logits(shifted(x[unsure])).reshape(len(SHIFTS), unsure.size, -1)
+            probs[unsure] = softmax((logits[unsure] + more.sum(0)) / (len(SHIFTS) + 1), self.temperature)
+        return probs
 
     def predict_image(self, src, source: str = "image", single: bool = False) -> Prediction:
         """A path, bytes or PIL image → Prediction (no digits when the image holds no ink).
