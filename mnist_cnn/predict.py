@@ -38,9 +38,9 @@ DEFAULT_RUN = Path("runs/mnist")
 OK, UNSURE, NO_DIGIT = "ok", "unsure", "no digit found"
 LOW_CONFIDENCE, NOT_A_DIGIT, NOT_A_STROKE = ("low confidence", "unlike the digits the model knows",
                                              "a filled shape, not a pen stroke")
-# What a folder is searched for (files named on the command line or by a glob are read whatever their name).
 STEADY_BELOW = 0.9  # calibrated confidence under which a digit is read again with 1-px shifts (see above)
 SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (rows, columns)
+# What a folder is searched for (files named on the command line or by a glob are read whatever their name).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
                   ".pgm", ".pbm", ".ppm", ".pnm", ".tga", ".ico", ".apng", ".avif", ".qoi"}
 
