@@ -354,7 +354,10 @@ def _worker(settings: dict, index: int = 0, counts=None) -> None:
     import signal
     import threading
 
-    os.setsid()  # a terminal's Ctrl-C reaches the supervisor only, which stops each worker once
+    # Its own process group, so that a terminal's Ctrl-C reaches the supervisor only, which stops each worker
+    # once. Not its own session (setsid): Linux's autogroup scheduler would then give every worker a group of
+    # its own, and bench/bench_serve.py measured 15 % more CPU per request and 17 % fewer requests/s that way.
+    os.setpgid(0, 0)
     parent = os.getppid()
 
     def orphaned() -> None:  # the supervisor was killed outright (SIGKILL): stop instead of serving on alone

@@ -246,12 +246,13 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(run_dir: Path, log_path: Path, *extra: str):
-    """``python -m mnist_cnn serve`` on a free loopback port; yields (base URL, process); stops it with Ctrl-C."""
+    """``python -m mnist_cnn serve`` on a free loopback port, in a process group of its own as in a terminal;
+    yields (base URL, process); stops it with Ctrl-C (SIGINT to the group)."""
     port = free_port()
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", str(run_dir),
                              "--port", str(port), *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -267,7 +268,7 @@ def running_server(run_dir: Path, log_path: Path, *extra: str):
         yield base, proc
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground process group
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
