@@ -135,13 +135,13 @@ def to_array(img: Image.Image) -> np.ndarray:
     a = np.asarray(img, dtype=np.float32)
     if img.mode in ("I", "F"):
         hi = float(a.max())
-        a = a / (255.0 if hi <= 255 else 65535.0 if hi <= 65535 else hi)
+        a = np.clip(a / (255.0 if hi <= 255 else 65535.0 if hi <= 65535 else hi), 0.0, 1.0)
     else:
-        a = a / 255.0
+        a = a / 255.0  # 8-bit: already in [0, 1]
     a = a.reshape(a.shape[0], a.shape[1], -1)
     if a.shape[2] in (2, 4):
-        a = _composite(a[..., :-1], a[..., -1:])
-    return np.clip(a, 0.0, 1.0)
+        a = np.clip(_composite(a[..., :-1], a[..., -1:]), 0.0, 1.0)  # float rounding may pass 1 by an ulp
+    return a
 
 
 def _composite(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
