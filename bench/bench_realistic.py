@@ -58,14 +58,14 @@ def read_all(items: list[dict], predictor: Predictor, prep) -> tuple[list[str], 
         t0 = time.perf_counter()
         x = prep(it["path"])
         ms.append((time.perf_counter() - t0) * 1e3)
-        reads.append("".join(str(int(d)) for d in predictor.predict_arrays(x).argmax(1)) if len(x) else "")
+        reads.append("".join(str(int(d)) for d in predictor.assess(x)[0].argmax(1)) if len(x) else "")
     return reads, ms
 
 
 def read_originals(items: list[dict], predictor: Predictor) -> list[str]:
     """What the model reads on the 28×28 MNIST originals of each image (its own errors, whatever the input)."""
     images, _ = load_mnist("test")
-    return ["".join(str(int(d)) for d in predictor.predict_arrays(images[it["mnist_test_indices"]] / 255.0).argmax(1))
+    return ["".join(str(int(d)) for d in predictor.assess(images[it["mnist_test_indices"]] / 255.0)[0].argmax(1))
             for it in items]
 
 
