@@ -33,7 +33,8 @@ from PIL import Image
 from conftest import ROOT, SAMPLES, run_cli
 from mnist_cnn.predict import Predictor
 from mnist_cnn.preprocess import MAX_PIXELS
-from mnist_cnn.serve import MAX_UPLOAD_BYTES, PredictResponse, Rebalance, create_app
+from mnist_cnn.serve import MAX_UPLOAD_BYTES, PredictResponse, create_app
+from mnist_cnn.workers import Rebalance
 
 SAMPLE_FILES = sorted(SAMPLES.glob("*.png"))
 
