@@ -201,8 +201,7 @@ def normalise(crop: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     if side != BOX:
         size = (max(1, round(w * BOX / side)), max(1, round(h * BOX / side)))
         crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if side > BOX else cv2.INTER_LINEAR)
-    crop = crop / max(float(crop.max()), 1e-6)
-    return _centre(np.clip(crop, 0.0, 1.0))
+    return _centre(crop / max(float(crop.max()), 1e-6))  # in [0, 1]: area and linear resizing never undershoot 0
 
 
 def _centre(digit: np.ndarray) -> np.ndarray:

@@ -78,11 +78,12 @@ def _fit_border(g: np.ndarray) -> np.ndarray:
     subject may fill most of the frame (a garment, a logo), so "ink is the minority" would not hold: fitted
     over the whole image, the paper would become the object and its background the ink."""
     h, w = g.shape
+    border = np.concatenate((g[0], g[-1], g[:, 0], g[:, -1]))
+    if border.min() == border.max():  # a uniform border (a canvas, a rendered digit): the paper is that level
+        return np.full((h, w), border[0], np.float32)
     ring = np.zeros((h, w), bool)
     ring[[0, -1], :] = ring[:, [0, -1]] = True
     edge = g[ring]
-    if edge.min() == edge.max():  # a uniform border (a canvas, a rendered digit): the paper is that level
-        return np.full((h, w), edge[0], np.float32)
     yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
     basis = np.stack([np.ones_like(xx), xx, yy], -1)
     return (basis @ _robust_fit(edge.astype(np.float64), basis[ring])).astype(np.float32)
@@ -103,7 +104,7 @@ def _otsu(values: np.ndarray) -> float:
     import cv2
 
     top = float(values.max())
-    u8 = np.clip(values / top * 255, 0, 255).astype(np.uint8).reshape(-1, 1)
+    u8 = (values / top * 255).astype(np.uint8).reshape(-1, 1)  # values are in (0, top]: no clip needed
     return cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0] / 255 * top
 
 
