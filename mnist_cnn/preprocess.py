@@ -25,7 +25,7 @@ Libraries: Pillow decodes (formats, EXIF, palettes, animations, JPEG draft mode,
 (opencv-python-headless) does the pixel work: connected components with stats, Otsu, contours (stroke width),
 morphology, area resampling, all in C++; it imports in ~40 ms where scipy.ndimage takes ~500 ms on this
 machine (median of 5 fresh processes, numpy loaded), which keeps a cold ``mnist-cnn predict`` fast; scipy is
-not imported at all. A 28×28 PNG takes ~0.6 ms, a 4000×3000 JPEG photo ~110 ms (2 busy cores).
+not imported at all. A 28×28 PNG takes ~0.5 ms, a 4000×3000 JPEG photo ~110 ms (2 busy cores).
 Already MNIST-like images (28×28, clean background, 20-px box) come through unchanged: MNIST test digits as
 PNGs give the same accuracy (tests/test_preprocess.py).
 
