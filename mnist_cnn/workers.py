@@ -77,7 +77,7 @@ class Rebalance:
         await self.app(scope, receive, send_and_close)
 
 
-def run_worker(settings: dict, index: int = 0, counts=None) -> None:
+def run_worker(settings: dict, index: int, counts) -> None:
     """One process of ``serve --workers N``: its own model, its own socket on the shared port; ``counts``: the
     workers' open connections (shared memory, for Rebalance), this worker's at ``index``."""
     import signal
@@ -100,12 +100,10 @@ def run_worker(settings: dict, index: int = 0, counts=None) -> None:
 
     threading.Thread(target=orphaned, name="watch-supervisor", daemon=True).start()
     sock = listening_socket(settings["host"], settings["port"], shared=True)
-    app = create_app(settings["checkpoint"], threads=settings["threads"], engine=settings["engine"])
-    if counts is not None:
-        app = Rebalance(app, counts, index)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=settings["log_level"], access_log=False))
-    if counts is not None:
-        app.connections = getattr(getattr(server, "server_state", None), "connections", None)
+    balancer = Rebalance(create_app(settings["checkpoint"], threads=settings["threads"], engine=settings["engine"]),
+                         counts, index)
+    server = uvicorn.Server(uvicorn.Config(balancer, log_level=settings["log_level"], access_log=False))
+    balancer.connections = getattr(getattr(server, "server_state", None), "connections", None)
     server.run(sockets=[sock])
 
 
