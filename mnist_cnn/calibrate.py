@@ -107,6 +107,8 @@ def fit_energy_threshold(logits: np.ndarray, temperature: float = 1.0, rate: flo
     e = energy(logits)
     confident = softmax(logits, temperature).max(1) >= min_confidence
     kept = np.sort(e[confident])
+    if not len(kept):  # no held-out digit is read with confidence (an untrained model): nothing to fit
+        return None
     allowed = min(int(np.floor(rate * n)) - int((~confident).sum()), len(kept) - 1)  # confident ones to let go
     if allowed <= 0:
         return float(kept[-1])

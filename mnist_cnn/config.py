@@ -23,14 +23,21 @@ class TrainConfig:
     schedule: str = _opt("onecycle", "learning-rate schedule", choices=("onecycle", "constant"))
     model: str = _opt("tutorial", "network from the model registry (tutorial = the TF tutorial's 93,322-"
                                   "parameter CNN)")
+    augment: bool = _opt(False, "augment for real handwriting on the training device: affine and elastic "
+                                "distortion, stroke width, low resolution, blur, tone, noise (augment.py)")
+    outliers: float = _opt(0.0, "add this share of the batch as synthetic non-digits with a uniform target, so "
+                                "that unlike-a-digit input is recognised (outliers.py); 0: none")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy (0: none)")
+    ema: float = _opt(0.0, "decay of an exponential moving average of the weights, which is what gets "
+                           "evaluated, saved and exported (e.g. 0.999; 0: none)")
     seed: int = _opt(0, "seed for weights and the per-epoch shuffling")
     run_dir: str = _opt("runs/mnist", "folder for checkpoints, metrics.csv, config.json, model.onnx")
     save_every: int = _opt(200, "save a checkpoint every N optimizer steps (and at each epoch end); 0: epoch ends only")
     keep: int = _opt(3, "keep the newest N cp-*.pt checkpoints (last.pt and best.pt are always kept)")
     resume: str = _opt("auto", "auto: continue from the run folder's latest checkpoint if any; never: start "
                                "fresh; or a checkpoint PATH to continue from (e.g. to fine-tune)")
-    holdout: int = _opt(2000, "hold out the last N training images (at most a tenth) to fit the confidence "
-                              "temperature; they are not trained on")
+    holdout: int = _opt(2000, "hold out the last N training images (at most a tenth): they choose best.pt and "
+                              "fit the confidence temperature; they are not trained on")
     limit: int = _opt(0, "use only the first N training images (0: all); for quick trials and tests")
     device: str = _opt("auto", "auto picks cuda when available", choices=("auto", "cpu", "cuda"))
     precision: str = _opt("auto", "auto: bf16 autocast where it is fast (CUDA, CPUs with AVX512-BF16/AMX), "

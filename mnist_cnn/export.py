@@ -226,7 +226,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, *, export
     model, meta = load_model(ckpt_path)
     with one_torch_thread():
         crop = unused_border(model)
-        raw, used = _export_bytes(MnistGraph(model, crop), exporter)
+        # eval() on the wrapper too: the exporter restores the wrapper's mode, recursively, when it is done
+        raw, used = _export_bytes(MnistGraph(model, crop).eval(), exporter)
         data = _finish(raw, meta)
         diff = check_parity(data, model, _parity_inputs(parity_images), atol) if check else None
     try:

@@ -5,6 +5,8 @@ The model returns logits; softmax belongs at the edges (predict, serve, ONNX con
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -36,9 +38,34 @@ class TutorialCNN(nn.Module):
         return self.fc2(x)
 
 
+class StrongCNN(nn.Sequential):
+    """The accuracy preset: six 3×3 convolutions with BatchNorm in three stages, dropout before the classifier.
+
+    Padded convolutions keep the 28×28 field in the first two stages, so strokes near the border count as much
+    as those in the middle; the last two convolutions are unpadded (7→5→3). Logits out, like every model here.
+    """
+
+    def __init__(self, dropout: float = 0.3):
+        layers: list[tuple[str, nn.Module]] = []
+        shapes = [(1, 32, 1), (32, 32, 1), "pool", (32, 64, 1), (64, 64, 1), "pool", (64, 128, 0), (128, 128, 0)]
+        n = 0
+        for spec in shapes:
+            if spec == "pool":
+                layers.append((f"pool{n // 2}", nn.MaxPool2d(2)))  # 28 → 14, 14 → 7
+                continue
+            c_in, c_out, pad = spec
+            n += 1
+            layers += [(f"conv{n}", nn.Conv2d(c_in, c_out, 3, padding=pad, bias=False)),
+                       (f"bn{n}", nn.BatchNorm2d(c_out)), (f"relu{n}", nn.ReLU(inplace=True))]
+        layers += [("flatten", nn.Flatten()), ("dropout", nn.Dropout(dropout)),  # (B,128·3·3)
+                   ("fc", nn.Linear(128 * 9, 10))]  # (B,10) logits
+        super().__init__(OrderedDict(layers))
+
+
 MODELS = {
     "tutorial": lambda: TutorialCNN(),
     "wide": lambda: TutorialCNN(width=2),
+    "strong": lambda: StrongCNN(),
 }
 
 

@@ -26,10 +26,12 @@ from tqdm import tqdm
 
 from mnist_cnn import MnistCnnError
 from mnist_cnn import distributed as D
+from mnist_cnn.augment import augment, step_generator
 from mnist_cnn.checkpoint import CheckpointManager, load_checkpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import load_digits
 from mnist_cnn.model import build_model, count_parameters
+from mnist_cnn.outliers import non_digits
 
 
 @dataclass
@@ -82,6 +84,22 @@ def to_input(images_u8: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def training_input(cfg: TrainConfig, images_u8: torch.Tensor, step: int, rank: int) -> torch.Tensor:
+    """The step's input: the digits, then ``--outliers`` non-digits, all augmented with ``--augment``.
+
+    Drawn from a generator seeded by (seed, step, rank), so a resumed run sees exactly the same inputs.
+    """
+    x = to_input(images_u8)
+    if not (cfg.augment or cfg.outliers):
+        return x
+    g = step_generator(cfg.seed, step, x.device, rank)
+    if cfg.outliers:
+        x = torch.cat([x, non_digits(round(cfg.outliers * len(x)), g, x.device)])
+    if cfg.augment:
+        x = augment(x, g)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def load_split(cfg: TrainConfig, split: str, device: torch.device, limit: int = 0) -> Dataset:
     parts = [load_digits(cfg.data or None, split, limit)]
     if split == "train" and cfg.data and cfg.mix_mnist:  # fine-tuning on your digits with some MNIST mixed in
@@ -117,19 +135,31 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
 
 
 # ---------------------------------------------------------------- steps
-def train_step(model, opt, images, labels, global_count: int, world: int, bf16: bool, device) -> tuple:
+OUTLIER_WEIGHT = 0.5  # the outlier-exposure loss's weight against the digits' (Hendrycks et al. use 0.5)
+
+
+def train_step(run: "Run", model, images, labels, global_count: int) -> tuple:
     """One optimizer step on this rank's share of a global batch.
 
-    The loss is the sum over local images divided by the global batch size, times the world size, so that
-    DDP's gradient average equals the mean over the whole global batch even when shards differ in size.
+    The digits' loss is the sum over local images divided by the global batch size, times the world size, so
+    that DDP's gradient average equals the mean over the whole global batch even when shards differ in size.
+    Non-digits (``--outliers``) add the cross-entropy to the uniform distribution, averaged.
     """
-    with autocast(device, bf16):
-        logits = model(to_input(images))
-    loss_sum = F.cross_entropy(logits.float(), labels, reduction="sum")
-    opt.zero_grad(set_to_none=True)
-    (loss_sum * (world / global_count)).backward()
-    opt.step()
-    correct = (logits.argmax(1) == labels).sum()
+    cfg, world = run.cfg, run.dist.world
+    x = training_input(cfg, images, run.step, run.dist.rank)
+    with autocast(run.device, run.bf16):
+        logits = model(x).float()
+    digits, others = logits[:len(labels)], logits[len(labels):]
+    loss_sum = F.cross_entropy(digits, labels, reduction="sum", label_smoothing=cfg.label_smoothing)
+    loss = loss_sum * (world / global_count)
+    if len(others):
+        loss = loss - OUTLIER_WEIGHT * F.log_softmax(others, 1).mean()
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.raw_model)
+    correct = (digits.argmax(1) == labels).sum()
     return loss_sum.detach(), correct
 
 
@@ -172,6 +202,21 @@ def fit_run_temperature(model: nn.Module, held_out: Dataset, bf16: bool) -> tupl
     return temperature, acc, fit_energy_threshold(logits, temperature)
 
 
+def ema_update(decay: float):
+    """AveragedModel's update with a warm-up: decay min(decay, (1 + n) / (10 + n)) after n updates, so the
+    average does not drag the random initial weights along for thousands of steps (as timm's ModelEmaV3)."""
+
+    def update(averaged: list, current: list, n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:  # BatchNorm's step counters: the current count
+            torch._foreach_copy_(averaged, current)
+
+    return update
+
+
 # ---------------------------------------------------------------- the run
 class Run:
     """A training run's state and files: model, optimizer, position, the run folder."""
@@ -193,9 +238,20 @@ class Run:
             raise MnistCnnError(str(e.args[0])) from None
         fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
         self.opt = torch.optim.Adam(self.raw_model.parameters(), lr=cfg.lr, **fused)
-        self.step, self.best_acc, self.history, self.temperature = 0, 0.0, [], 1.0
+        self.ema = None  # with --ema: the weights' moving average, which is evaluated, saved and exported
+        if cfg.ema:
+            from torch.optim.swa_utils import AveragedModel
+
+            self.ema = AveragedModel(self.raw_model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True)
+        self.step, self.history, self.temperature = 0, [], 1.0
+        self.best_val, self.best_acc = -1.0, 0.0  # best.pt's held-out accuracy (which chose it) and test accuracy
         self.reject_energy = None  # "not a digit" above this energy (calibrate.py); None: confidence only
         self.saved_batch, self.first_offset = 0, None  # the checkpoint's global batch; resumed epoch's start
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated, saved as "model" and exported: the moving average when there is one."""
+        return self.raw_model if self.ema is None else self.ema.module
 
     def log(self, msg: str) -> None:
         if self.dist.main:
@@ -203,11 +259,14 @@ class Run:
 
     # ---- checkpoints
     def state(self) -> dict:
-        return {"model_name": self.cfg.model, "model": self.raw_model.state_dict(),
-                "optimizer": self.opt.state_dict(), "step": self.step, "best_acc": self.best_acc,
-                "temperature": self.temperature, "reject_energy": self.reject_energy,
-                "config": self.cfg.to_dict(), "history": self.history, "world_size": self.dist.world,
-                "global_batch": self.cfg.batch_size * self.dist.world}
+        state = {"model_name": self.cfg.model, "model": self.eval_model.state_dict(),
+                 "optimizer": self.opt.state_dict(), "step": self.step, "best_acc": self.best_acc,
+                 "best_val_acc": self.best_val, "temperature": self.temperature,
+                 "reject_energy": self.reject_energy, "config": self.cfg.to_dict(), "history": self.history,
+                 "world_size": self.dist.world, "global_batch": self.cfg.batch_size * self.dist.world}
+        if self.ema is not None:  # the weights being trained, to continue exactly
+            state.update(train_model=self.raw_model.state_dict(), ema_count=int(self.ema.n_averaged))
+        return state
 
     def save(self, best: bool = False) -> None:
         if self.dist.main:
@@ -227,11 +286,15 @@ class Run:
         if ckpt.get("model_name", "tutorial") != self.cfg.model:
             raise MnistCnnError(f"{path} holds model {ckpt.get('model_name')!r}, not {self.cfg.model!r}: "
                                 f"pass --model {ckpt.get('model_name')}")
-        self.raw_model.load_state_dict(ckpt["model"])
-        same_run = how == "auto"
-        if same_run:  # continue exactly; a PATH from elsewhere (fine-tuning) starts a fresh schedule
+        same_run = how == "auto"  # continue exactly; a PATH from elsewhere (fine-tuning) starts a fresh schedule
+        self.raw_model.load_state_dict(ckpt.get("train_model", ckpt["model"]) if same_run else ckpt["model"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["model"])
+            self.ema.n_averaged.fill_(ckpt.get("ema_count", 0) if same_run else 0)
+        if same_run:
             self.opt.load_state_dict(ckpt["optimizer"])
             self.step, self.best_acc = ckpt["step"], ckpt.get("best_acc", 0.0)
+            self.best_val = ckpt.get("best_val_acc", -1.0)
             self.history = list(ckpt.get("history", []))
             self.temperature = ckpt.get("temperature", 1.0)
             self.reject_energy = ckpt.get("reject_energy")
@@ -277,8 +340,7 @@ def train_one_epoch(run: Run, model: nn.Module, data: Dataset, epoch: int, steps
     for i, idx, count in _batches_of_epoch(run, len(data), epoch, steps_per_epoch, global_batch):
         for group in run.opt.param_groups:
             group["lr"] = lr_at(run.step, total_steps, cfg)
-        loss, correct = train_step(model, run.opt, data.images[idx], data.labels[idx], count, d.world,
-                                   run.bf16, run.device)
+        loss, correct = train_step(run, model, data.images[idx], data.labels[idx], count)
         sums[0] += loss
         sums[1] += correct
         sums[2] += len(idx)
@@ -323,7 +385,8 @@ def _train(run: Run) -> dict:
         _continue_with_new_batch(run, len(train_data), global_batch, steps_per_epoch, total_steps)
     run.log(f"training {cfg.model} ({count_parameters(run.raw_model):,} parameters) on {len(train_data):,} "
             f"images, {cfg.epochs} epochs of {steps_per_epoch} steps, batch {global_batch}"
-            f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}{', bf16' if run.bf16 else ''}")
+            f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}{', bf16' if run.bf16 else ''}"
+            f"{recipe_note(cfg)}")
     test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
     try:
         for epoch in range(run.step // steps_per_epoch, cfg.epochs):
@@ -340,15 +403,25 @@ def _train(run: Run) -> dict:
         digests = D.replica_digests(run.raw_model, d)
         run.log(f"replica check: weights sha256 by rank {' '.join(f'{r}:{h}' for r, h in enumerate(digests))}"
                 f" {'identical' if len(set(digests)) == 1 else 'DIFFER'}")
-    n_test = len(test_data)
+    n_test, n_held = len(test_data), len(held_out)
     del train_data, held_out, test_data  # 56 MB that the export's imports and parity check can have instead
     tune_malloc(False)  # training is over: the heap it kept goes back before the export imports ONNX Runtime
     if d.main and cfg.export_onnx:
         _export_best(run)
     if d.main:
         print(f"test accuracy: {test_acc:.4f} ({n_test} images)")
+        if run.best_acc != test_acc:
+            run.log(f"best.pt (chosen on {n_held} held-out images, accuracy {run.best_val:.4f}) has test "
+                    f"accuracy {run.best_acc:.4f}")
         run.log(f"run folder: {run.dir}  ({time.perf_counter() - t0:.1f}s)")
     return {"test_acc": test_acc, "best_acc": run.best_acc, "step": run.step, "run_dir": str(run.dir)}
+
+
+def recipe_note(cfg: TrainConfig) -> str:
+    parts = [name for name, on in (("augmented", cfg.augment), (f"{cfg.outliers:g} outliers", cfg.outliers),
+                                   (f"label smoothing {cfg.label_smoothing:g}", cfg.label_smoothing),
+                                   (f"EMA {cfg.ema:g}", cfg.ema)) if on]
+    return f"; {', '.join(parts)}" if parts else ""
 
 
 def _continue_with_new_batch(run: Run, n: int, global_batch: int, steps_per_epoch: int, total_steps: int) -> None:
@@ -363,20 +436,22 @@ def _continue_with_new_batch(run: Run, n: int, global_batch: int, steps_per_epoc
 def _end_epoch(run: Run, epoch: int, loss: float, acc: float, test_data: Dataset, held_out: Dataset,
                total_steps: int, t_epoch: float) -> float:
     """Evaluate, calibrate, record a metrics row, save (best.pt when better); returns the test accuracy."""
-    test_loss, test_acc = evaluate_accuracy(run.raw_model, test_data, run.dist, run.bf16)
-    run.temperature, val_acc, run.reject_energy = fit_run_temperature(run.raw_model, held_out, run.bf16)
+    model = run.eval_model
+    test_loss, test_acc = evaluate_accuracy(model, test_data, run.dist, run.bf16)
+    run.temperature, val_acc, run.reject_energy = fit_run_temperature(model, held_out, run.bf16)
     seconds = time.perf_counter() - t_epoch
     run.history.append({"epoch": epoch + 1, "step": run.step, "train_loss": round(loss, 5),
                         "train_acc": round(acc, 5), "test_loss": round(test_loss, 5),
                         "test_acc": round(test_acc, 5), "val_acc": round(val_acc, 5),
                         "temperature": round(run.temperature, 4), "lr": lr_at(run.step - 1, total_steps, run.cfg),
                         "seconds": round(seconds, 2)})
-    best = test_acc > run.best_acc
-    run.best_acc = max(run.best_acc, test_acc)
+    best = val_acc >= run.best_val if len(held_out) else True  # held-out images choose; test is only reported
+    if best:
+        run.best_val, run.best_acc = val_acc, test_acc
     run.save(best=best)
     run.write_metrics()
     run.log(f"epoch {epoch + 1}/{run.cfg.epochs}  loss {loss:.4f}  acc {acc:.4f}  test_loss {test_loss:.4f}"
-            f"  test_acc {test_acc:.4f}  {seconds:5.1f}s")
+            f"  val_acc {val_acc:.4f}  test_acc {test_acc:.4f}  {seconds:5.1f}s{'  (best)' if best else ''}")
     return test_acc
 
 
