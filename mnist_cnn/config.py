@@ -40,8 +40,8 @@ class TrainConfig:
                               "fit the confidence temperature; they are not trained on")
     limit: int = _opt(0, "use only the first N training images (0: all); for quick trials and tests")
     device: str = _opt("auto", "auto picks cuda when available", choices=("auto", "cpu", "cuda"))
-    precision: str = _opt("auto", "auto: bf16 autocast where it is fast (CUDA, CPUs with AVX512-BF16/AMX), "
-                                  "else fp32", choices=("auto", "fp32", "bf16"))
+    precision: str = _opt("auto", "auto: bf16 autocast when a few timed steps on this machine show it faster "
+                                  "(measured once, cached; precision.py), else fp32", choices=("auto", "fp32", "bf16"))
     data: str = _opt("", "training data: a folder with the four MNIST IDX files (.gz or not), a Keras "
                          "mnist.npz, or a folder of labelled images; default: the bundled data/mnist")
     mix_mnist: int = _opt(0, "with --data: also train on the first N bundled MNIST training images, so that a model "

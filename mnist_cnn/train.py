@@ -32,6 +32,7 @@ from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import load_digits
 from mnist_cnn.model import build_model, count_parameters
 from mnist_cnn.outliers import non_digits
+from mnist_cnn.precision import choose as choose_precision
 
 
 @dataclass
@@ -50,15 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise MnistCnnError("--device cuda asked for, but PyTorch sees no CUDA GPU here")
     return torch.device(name)
-
-
-def use_bf16(device: torch.device, precision: str) -> bool:
-    """bf16 autocast when asked, or on 'auto' where the hardware runs it natively."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX512-BF16 or AMX; else emulated and slow
 
 
 def tune_malloc(on: bool = True) -> None:
@@ -228,7 +220,8 @@ class Run:
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(self.device)
         self.dist = D.setup(self.device)
-        self.bf16 = use_bf16(self.device, cfg.precision)
+        choice = choose_precision(self.device, cfg.model, cfg.batch_size, cfg.precision) if self.dist.main else None
+        self.bf16, self.precision_why = D.broadcast_object(choice, self.dist)  # every rank runs rank 0's choice
         self.dir = Path(cfg.run_dir)
         self.ckpts = CheckpointManager(self.dir / "checkpoints", cfg.keep)
         torch.manual_seed(cfg.seed)
@@ -306,7 +299,8 @@ class Run:
     def write_config(self) -> None:
         if self.dist.main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+            chosen = {"precision_used": "bf16" if self.bf16 else "fp32", "precision_why": self.precision_why}
+            (self.dir / "config.json").write_text(json.dumps({**self.cfg.to_dict(), **chosen}, indent=2) + "\n")
 
     def write_metrics(self) -> None:
         if self.dist.main and self.history:
@@ -385,7 +379,7 @@ def _train(run: Run) -> dict:
         _continue_with_new_batch(run, len(train_data), global_batch, steps_per_epoch, total_steps)
     run.log(f"training {cfg.model} ({count_parameters(run.raw_model):,} parameters) on {len(train_data):,} "
             f"images, {cfg.epochs} epochs of {steps_per_epoch} steps, batch {global_batch}"
-            f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}{', bf16' if run.bf16 else ''}"
+            f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}, {run.precision_why}"
             f"{recipe_note(cfg)}")
     test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
     try:
