@@ -8,7 +8,7 @@ from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import load_mnist
 from mnist_cnn.model import build_model
 from mnist_cnn.onnx_engine import OnnxEngine
-from mnist_cnn.train import train
+from mnist_cnn.train import is_best, train
 from test_train import train_process, wait_for_checkpoint
 
 RECIPE = ["--augment", "--outliers", "0.125", "--label-smoothing", "0.05", "--ema", "0.99"]
@@ -67,3 +67,10 @@ def test_best_checkpoint_is_chosen_without_the_test_set(tmp_path):
     assert [h["test_acc"] for h in a["history"]] != [h["test_acc"] for h in b["history"]]
     assert a["step"] == b["step"] and a["best_val_acc"] == b["best_val_acc"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_best_is_the_newest_within_one_standard_error_of_the_best_held_out_accuracy():
+    assert is_best(0.9975, 0.9980, 2000)  # one image fewer of 2,000: noise, the newer weights win
+    assert not is_best(0.9960, 0.9980, 2000)  # four fewer: more than one standard error (2 images here)
+    assert is_best(0.9990, 0.9980, 2000) and is_best(0.5, -1.0, 2000)
+    assert is_best(0.10, 0.99, 0)  # no held-out images: the newest weights
