@@ -176,3 +176,17 @@ def test_export_cli_bad_input_is_one_line_exit_2(args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_the_border_crop_follows_the_architecture_not_the_trained_weights():
+    """A trained network can have units that are off for every probe input; cropping their pixels would still
+    change other inputs' logits. Here conv1's units are all off, so the logits ignore every pixel."""
+    from mnist_cnn.export import unused_border
+    from mnist_cnn.model import build_model
+
+    dead = build_model("strong").eval()
+    with torch.no_grad():
+        dead.conv1.weight.zero_()
+        dead.bn1.bias.fill_(-10.0)  # every ReLU after conv1 outputs 0, whatever the input
+    assert unused_border(dead) == (0, 0)  # padded convolutions: every pixel has a path to the logits
+    assert unused_border(build_model("tutorial")) == (2, 2)  # floor-mode pooling drops 2 rows and 2 columns
