@@ -27,7 +27,7 @@ def machine() -> dict:
     except (OSError, StopIteration):
         simd = []
     info = {"cpu": cpu, "cores": os.cpu_count(), "simd": " ".join(simd), "python": platform.python_version(),
-            "date": _dt.date.today().isoformat(), "load_avg_1m": os.getloadavg()[0]}
+            "date": _dt.date.today().isoformat(), "load_avg_1m": os.getloadavg()[0], "commit": commit()}
     try:
         import torch
 
@@ -37,6 +37,15 @@ def machine() -> dict:
     except ImportError:
         pass
     return info
+
+
+def commit() -> str:
+    """The code measured: HEAD's short hash, with -dirty when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + (
+        "-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def median(xs: list[float]) -> float:
