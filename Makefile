@@ -7,18 +7,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: setup run test bench clean help
+.PHONY: setup run test bench models clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-setup: $(STAMP)  ## create .venv and install torch (CPU build), the project and its test tools
+setup: $(STAMP)  ## create .venv and install torch (CPU build), the project with its train extra, the test tools
 
 $(STAMP): pyproject.toml Makefile scripts/setup-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[train,test]'
 	bash scripts/setup-system.sh
 	touch $(STAMP)
 
@@ -32,6 +32,9 @@ test: setup  ## the whole test suite (CPU; a few minutes on 2 cores)
 
 bench: setup  ## every benchmark in bench/ (minutes; prints tables, writes bench/results/*.json)
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+models: setup  ## train every shipped model's recipe from scratch and publish it into mnist_cnn/models/ (long)
+	$(PY) scripts/models.py
 
 clean:  ## remove the venv and run folders
 	rm -rf $(VENV) runs .pytest_cache

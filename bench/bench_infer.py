@@ -26,18 +26,19 @@ from common import median, table, write_json  # noqa: E402
 
 from mnist_cnn.data import load_mnist  # noqa: E402
 from mnist_cnn.export import MnistGraph, _export_bytes, _finish, export_onnx, load_model  # noqa: E402
-from mnist_cnn.onnx_engine import OnnxEngine, new_session, usable_cores  # noqa: E402
+from mnist_cnn.engine import OnnxEngine, new_session, usable_cores  # noqa: E402
 
 TARGET = 30_000  # img/s: twice the tutorial's best (Keras, batch 1024: 14,900 img/s)
 
 
 def bench_checkpoint(where: str | None, tmp: Path) -> Path:
     """``where`` when it holds a checkpoint, else a fresh untrained tutorial checkpoint in ``tmp``."""
-    from mnist_cnn.checkpoint import CheckpointManager, find_checkpoint
+    from mnist_cnn.checkpoint import CheckpointManager
     from mnist_cnn.model import build_model
+    from mnist_cnn.resolve import resolve
 
-    if where and Path(where).exists():
-        return find_checkpoint(where)
+    if where and Path(where).exists() and resolve(where, "torch").checkpoint:
+        return resolve(where, "torch").checkpoint
     torch.manual_seed(0)
     model = build_model("tutorial")
     return CheckpointManager(tmp / "checkpoints").save({"model_name": "tutorial", "model": model.state_dict(),

@@ -91,3 +91,21 @@ def run_measured(target: str, args: list[str], env: dict | None = None, timeout:
         raise RuntimeError(f"{target} {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     rss = [int(l.split()[1]) for l in proc.stderr.splitlines() if l.startswith("PEAK_RSS_KB")]
     return wall, (rss[-1] / 1024 if rss else float("nan")), proc.stdout, proc.stderr
+
+
+def reading_venv(dest: Path) -> Path:
+    """A fresh venv in ``dest``/venv holding the wheel built from this tree without its ``train`` extra (the
+    reading install); pip fetches the base dependencies."""
+    dist, venv = dest / "dist", dest / "venv"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(dist), str(ROOT)], check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    wheel = max(dist.glob("mnist_cnn-*.whl"), key=lambda p: p.stat().st_mtime)
+    subprocess.run([str(venv / "bin/pip"), "install", "-q", str(wheel)], check=True, capture_output=True,
+                   timeout=1200, env=outside_env())
+    return venv
+
+
+def outside_env() -> dict:
+    """The environment without PYTHONPATH: a venv's pip and commands must see that venv only, not this tree."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sys
 from pathlib import Path
 
 import torch
 
 from mnist_cnn import MnistCnnError
+from mnist_cnn.resolve import CP_PATTERN
 
 FORMAT_VERSION = 1
-CP_PATTERN = re.compile(r"^cp-(\d{7,})\.pt$")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -110,23 +109,3 @@ class CheckpointManager:
             if path.name != "last.pt":
                 break  # numbered files are in descending step order: the first good one is the newest
         return best_found
-
-
-def find_checkpoint(where: str | Path, prefer: str = "best") -> Path:
-    """A checkpoint file from a path that is a file, a run folder or a checkpoints folder.
-
-    In a folder, ``prefer`` ("best" or "last") names the file tried first; the newest cp-*.pt is the fallback.
-    """
-    where = Path(where)
-    if where.is_file():
-        return where
-    folder = where / "checkpoints" if (where / "checkpoints").is_dir() else where
-    if not folder.is_dir():
-        raise MnistCnnError(f"no checkpoint at {where}: train first (mnist-cnn train) or pass --checkpoint")
-    for name in (f"{prefer}.pt", "last.pt", "best.pt"):
-        if (folder / name).is_file():
-            return folder / name
-    found = CheckpointManager(folder).latest()
-    if found is None:
-        raise MnistCnnError(f"no loadable checkpoint in {folder}")
-    return found[0]

@@ -13,13 +13,25 @@ import sys
 from pathlib import Path
 
 from mnist_cnn import MnistCnnError, __version__
+from mnist_cnn.resolve import DEFAULT_RUN, resolve, shipped
 
-DEFAULT_RUN = "runs/mnist"
+# What the reading install leaves out: a command that needs one of these names the extra that brings it.
+TRAIN_EXTRA = ("torch", "onnx", "onnxscript", "scipy", "h5py")
 
 
 def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=DEFAULT_RUN,
-                   help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt/model.onnx)")
+    names = ", ".join(shipped()) or "none in this install"
+    p.add_argument("--checkpoint", default=None,
+                   help=f"a run folder, a checkpoint (.pt) or ONNX file, or a shipped model's name ({names}) "
+                        f"(default: your run {DEFAULT_RUN} when it holds a model, else the best shipped model)")
+
+
+def chosen_model(args: argparse.Namespace):
+    """The model ``--checkpoint`` names, resolved; without one, a line on stderr says which was picked."""
+    model = resolve(args.checkpoint, args.engine)
+    if model.note:
+        print(model.note, file=sys.stderr)
+    return model
 
 
 def add_engine_arg(p: argparse.ArgumentParser) -> None:
@@ -155,7 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mnist_cnn.predict import Predictor, expand_inputs, save_inputs
 
     items = expand_inputs(args.images)
-    predictor = Predictor.from_checkpoint(args.checkpoint, engine=args.engine)
+    predictor = Predictor.from_checkpoint(chosen_model(args), engine=args.engine)
     emit, taken, counts = _emitter(args), set(), {}
     quiet = args.no_progress or len(items) < PROGRESS_MIN
     for path, problem in tqdm(items, unit="image", file=sys.stderr, disable=True if quiet else None, leave=False):
@@ -195,7 +207,7 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mnist_cnn.evaluate import evaluate, summary_line
 
-    report = evaluate(args.checkpoint, data=args.data or None, split=args.split, out=args.out,
+    report = evaluate(chosen_model(args), data=args.data or None, split=args.split, out=args.out,
                       engine=args.engine, limit=args.limit)
     print(summary_line(report))
     print(f"report: {Path(report['out']) / 'report.html'}")
@@ -241,14 +253,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise MnistCnnError(f"--workers must be at least 1, not {args.workers}")
-    serve(args.checkpoint, host=args.host, port=args.port, threads=args.threads, engine=args.engine,
+    serve(chosen_model(args), host=args.host, port=args.port, threads=args.threads, engine=args.engine,
           workers=args.workers)
     return 0
 
 
 # ---------------------------------------------------------------- export
 def add_export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=DEFAULT_RUN,
+    p.add_argument("--checkpoint", default=str(DEFAULT_RUN),
                    help=f"checkpoint file or run folder (default: {DEFAULT_RUN}, its best.pt)")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
     p.add_argument("--out", default=None,
@@ -265,6 +277,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- models
+def add_models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", default=str(DEFAULT_RUN.parent),
+                   help=f"folder of run folders (default: {DEFAULT_RUN.parent})")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mnist_cnn.resolve import catalogue
+
+    rows = catalogue(Path(args.runs))
+    if not rows:
+        print(f"no models: none shipped with this install and none under {args.runs}/ (mnist-cnn train makes one)")
+        return 0
+
+    def pct(v):
+        return f"{v:.2%}" if v is not None else "-"
+
+    print(f"{'name':24} {'kind':8} {'MNIST test':>10} {'Semeion':>8} {'user-like':>9} {'size':>9}  file")
+    for r in rows:
+        print(f"{r['name']:24} {r['kind']:8} {pct(r['mnist_test']):>10} {pct(r['semeion']):>8} "
+              f"{pct(r['user_like']):>9} {r['bytes'] / 1024:7.0f} K  {r['file']}")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 COMMANDS: dict[str, tuple[str, callable, callable]] = {
     "train": ("train the CNN on MNIST (or --data); torchrun -m mnist_cnn train for several processes",
@@ -276,6 +312,8 @@ COMMANDS: dict[str, tuple[str, callable, callable]] = {
     "serve": ("HTTP API and a drawing page (http://127.0.0.1:8000/) for the model", add_serve_args, cmd_serve),
     "evaluate": ("score a checkpoint on MNIST or your labelled images; write a report with plots (HTML, JSON, PNG)",
                  add_evaluate_args, cmd_evaluate),
+    "models": ("list the models --checkpoint can name: the shipped ones and your runs, with accuracy and size",
+               add_models_args, cmd_models),
     "import-keras": ("convert the TensorFlow tutorial's Keras weights (.weights.h5, Keras 2 .h5) to a checkpoint",
                      add_import_keras_args, cmd_import_keras),
 }
@@ -298,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except MnistCnnError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        print(f"error: mnist-cnn {args.command} needs {e.name}, which the reading install leaves out: "
+              f"pip install 'mnist-cnn[train]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from mnist_cnn.resolve import DEFAULT_RUN
+
 
 def _opt(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
@@ -31,7 +33,7 @@ class TrainConfig:
     ema: float = _opt(0.0, "decay of an exponential moving average of the weights, which is what gets "
                            "evaluated, saved and exported (e.g. 0.999; 0: none)")
     seed: int = _opt(0, "seed for weights and the per-epoch shuffling")
-    run_dir: str = _opt("runs/mnist", "folder for checkpoints, metrics.csv, config.json, model.onnx")
+    run_dir: str = _opt(str(DEFAULT_RUN), "folder for checkpoints, metrics.csv, config.json, model.onnx")
     save_every: int = _opt(200, "save a checkpoint every N optimizer steps (and at each epoch end); 0: epoch ends only")
     keep: int = _opt(3, "keep the newest N cp-*.pt checkpoints (last.pt and best.pt are always kept)")
     resume: str = _opt("auto", "auto: continue from the run folder's latest checkpoint if any; never: start "

@@ -113,6 +113,9 @@ def load_digits(source: str | Path | None, split: str, limit: int = 0) -> tuple[
     if split not in FILES:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     path = Path(source) if source else BUNDLED
+    if not source and not path.exists():  # an installed package: data/ is part of a source checkout only
+        raise MnistCnnError("the bundled MNIST (data/mnist) comes with the source checkout, not with this "
+                            "install: pass --data (an MNIST IDX folder, a mnist.npz or labelled images)")
     if not path.exists():
         raise MnistCnnError(f"data not found: {path}")
     if path.is_file() and path.suffix == ".npz":

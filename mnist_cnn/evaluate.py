@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn import MnistCnnError
+from mnist_cnn.resolve import Model, resolve
 
 N_CLASSES = 10
 GRID_MISTAKES = 32  # images in mistakes.png; report.json lists up to MAX_LISTED
@@ -110,12 +111,6 @@ def score(predictor, images: np.ndarray, labels: np.ndarray, sources=None, batch
     return Scored(images, labels.astype(np.int64), probs.argmax(1).astype(np.int64), probs.max(1), sources)
 
 
-def run_folder(checkpoint: Path) -> Path:
-    """The run folder of a checkpoint argument (a run folder, its checkpoints/ folder, or a file in it)."""
-    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    return folder.parent if folder.name == "checkpoints" else folder
-
-
 # ---------------------------------------------------------------- the report folder
 def _short_name(path: Path) -> str:
     """``3/scan.png`` for a file in a label folder, else the file name."""
@@ -189,22 +184,24 @@ def render_html(report: dict, out: Path) -> str:
 """
 
 
-def evaluate(checkpoint: str | Path, data: str | None = None, split: str | None = None,
+def evaluate(checkpoint: str | Path | Model | None, data: str | None = None, split: str | None = None,
              out: str | Path | None = None, engine: str = "auto", limit: int = 0) -> dict:
     """Score ``checkpoint`` on ``data`` and write the report folder; returns report.json's content.
 
     Args:
-        checkpoint: checkpoint file or run folder (its best.pt, or model.onnx when in step).
+        checkpoint: what ``--checkpoint`` takes (resolve.py): a run folder, a checkpoint or ONNX file, a
+            shipped model's name, None for the default model, or a resolved ``resolve.Model``.
         data: None for MNIST, or an IDX folder, an mnist.npz, or a folder of labelled images.
         split: "test"/"train" (MNIST, default test) or "all"/"test"/"train" (folders, default all).
-        out: report folder; default ``<run folder>/report``.
+        out: report folder; default ``<run folder>/report`` (``reports/<name>/report`` for a shipped model).
     """
     from mnist_cnn.predict import Predictor
 
-    predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
+    model = checkpoint if isinstance(checkpoint, Model) else resolve(checkpoint, engine)
+    predictor = Predictor.from_checkpoint(model, engine=engine)
     images, labels, sources, skipped, description = load_eval_set(data, split, limit)
     scored = score(predictor, images, labels, sources)
-    run = run_folder(Path(checkpoint))
+    run = model.run or Path("reports") / Path(predictor.checkpoint).stem  # a shipped model has no run folder
     out = Path(out) if out else run / "report"
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "checkpoint": str(predictor.checkpoint), "engine": predictor.engine.name, "data": description,

@@ -8,9 +8,9 @@ The graph takes ``images``: (N,28,28) float32 in [0,1], ink bright on dark, N dy
 in the graph, and so is a crop of the border the network never sees: the tutorial CNN's floor-mode pooling
 drops its last 2 rows and columns, so slicing them off first gives the same logits with 15 % less work.
 
-The file records where it came from in its ``metadata_props`` (model_name, step, best_acc, temperature and the
-checkpoint's SHA-256), which is how ``onnx_engine.onnx_for`` tells, without importing torch, whether a
-``model.onnx`` is still in step with ``best.pt``. Every export passes ``onnx.checker`` and a parity check:
+The file records where it came from in its ``metadata_props`` (``engine.ModelMeta``, the checkpoint's
+SHA-256, and the SHA-256 of the graph itself), which is how resolve.py tells, without importing torch, whether
+a ``model.onnx`` is still in step with ``best.pt`` and intact. Every export passes ``onnx.checker`` and a parity check:
 ONNX Runtime and PyTorch logits within ``atol`` (1e-4) on real test digits at batch sizes 1, 37 and 512.
 """
 
@@ -30,10 +30,11 @@ import torch
 from torch import nn
 
 from mnist_cnn import MnistCnnError, __version__
-from mnist_cnn.checkpoint import atomic_write, find_checkpoint, load_checkpoint
+from mnist_cnn.checkpoint import atomic_write, load_checkpoint
 from mnist_cnn.data import sha256
+from mnist_cnn.engine import INPUT, META_PREFIX, ONNX_NAME, OUTPUT, PAYLOAD_KEY, ModelMeta, new_session, payload_sha256
 from mnist_cnn.model import build_model
-from mnist_cnn.onnx_engine import INPUT, META_PREFIX, OUTPUT, default_onnx_path, new_session
+from mnist_cnn.resolve import resolve
 
 OPSET = 18  # the dynamo exporter's minimum; ONNX Runtime >= 1.14 runs it
 EXPORTERS = ("auto", "torchscript", "dynamo")
@@ -152,11 +153,13 @@ def _export_bytes(graph: nn.Module, exporter: str) -> tuple[bytes, str]:
 
 
 def _finish(data: bytes, meta: dict) -> bytes:
-    """Add the provenance metadata and run onnx.checker (full check: shapes inferred end to end)."""
+    """Add the provenance metadata and the graph's SHA-256, and run onnx.checker (full check: shapes inferred
+    end to end)."""
     import onnx
 
     proto = onnx.load_from_string(data)
     del proto.metadata_props[:]
+    meta = {**meta, PAYLOAD_KEY: payload_sha256(proto.SerializeToString())}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, str(value)
@@ -166,7 +169,10 @@ def _finish(data: bytes, meta: dict) -> bytes:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
         raise MnistCnnError(f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}") from None
-    return proto.SerializeToString()
+    out = proto.SerializeToString()
+    if payload_sha256(out) != meta[PAYLOAD_KEY]:  # the graph must serialize to the bytes that were hashed
+        raise MnistCnnError("the exported graph changed while its metadata was written")
+    return out
 
 
 def _parity_inputs(n: int) -> np.ndarray:
@@ -217,11 +223,8 @@ def load_model(ckpt_path: Path) -> tuple[nn.Module, dict]:
     except KeyError as e:
         raise MnistCnnError(f"{ckpt_path}: {e.args[0]}") from None
     model.load_state_dict(ckpt["model"])
-    meta = {"model_name": ckpt.get("model_name", "tutorial"), "step": int(ckpt.get("step", 0)),
-            "best_acc": float(ckpt.get("best_acc", 0.0)), "temperature": float(ckpt.get("temperature") or 1.0),
-            "checkpoint_sha256": sha256(ckpt_path), "checkpoint_file": ckpt_path.name}
-    if ckpt.get("reject_energy") is not None:  # the "not a digit" line; absent in older checkpoints
-        meta["reject_energy"] = float(ckpt["reject_energy"])
+    meta = ModelMeta.from_checkpoint(ckpt, sum(p.numel() for p in model.parameters())).to_strings()
+    meta.update(checkpoint_sha256=sha256(ckpt_path), checkpoint_file=ckpt_path.name)
     return model.eval().float(), meta
 
 
@@ -238,9 +241,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, *, export
     if exporter not in EXPORTERS:
         raise MnistCnnError(f"unknown exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
     t0 = time.perf_counter()
-    ckpt_path = find_checkpoint(checkpoint)
-    out = default_onnx_path(ckpt_path) if out is None else Path(out)
-    out = out / "model.onnx" if out.is_dir() else out
+    source = resolve(checkpoint, engine="torch")
+    if source.checkpoint is None:
+        raise MnistCnnError(f"{source.label} has no checkpoint to export (it is an ONNX model already)")
+    ckpt_path = source.checkpoint
+    out = source.run / ONNX_NAME if out is None else Path(out)
+    out = out / ONNX_NAME if out.is_dir() else out
     model, meta = load_model(ckpt_path)
     with one_torch_thread():
         crop = unused_border(model)

@@ -2,10 +2,10 @@
 
     PYTHONPATH=. python -c "from mnist_cnn.predict import Predictor; print(Predictor.from_checkpoint().predict_file('samples/7_mnist_test_0017.png').to_dict())"
 
-One Predictor serves the CLI and the HTTP server. It runs on ONNX Runtime when the run folder holds a
-``model.onnx`` in step with its checkpoint (no torch import: a cold ``mnist-cnn predict`` stays fast), and
-on PyTorch otherwise; both give the same answers. Softmax is applied here, at the edge, on logits divided by
-the checkpoint's ``temperature``, so confidences are calibrated.
+One Predictor serves the CLI and the HTTP server. It runs on ONNX Runtime when there is an ONNX file to use
+(a shipped model, or a run's ``model.onnx`` in step with its checkpoint; see resolve.py), with no torch
+import, and on PyTorch otherwise; both give the same answers (engine.py). Softmax is applied here, at the
+edge, on logits divided by the model's ``temperature``, so confidences are calibrated.
 
 Each digit is judged as well as read (calibrate.py): "unsure" when its calibrated confidence is under
 ``MIN_CONFIDENCE`` (the model hesitates between digits), its energy is above the checkpoint's
@@ -33,9 +33,10 @@ import numpy as np
 
 from mnist_cnn import MnistCnnError
 from mnist_cnn.calibrate import MAX_CORE_PIXELS, MAX_STROKE_RADIUS, MIN_CONFIDENCE, energy, is_filled, softmax
+from mnist_cnn.engine import Engine, OnnxEngine, TorchEngine
 from mnist_cnn.preprocess import to_mnist
+from mnist_cnn.resolve import Model, resolve
 
-DEFAULT_RUN = Path("runs/mnist")
 OK, UNSURE, NO_DIGIT = "ok", "unsure", "no digit found"
 LOW_CONFIDENCE, NOT_A_DIGIT, NOT_A_STROKE = ("low confidence", "unlike the digits the model knows",
                                              "a filled shape, not a pen stroke")
@@ -82,33 +83,6 @@ class Prediction:
                 "energy": [round(e, 4) for e in self.energy]}
 
 
-class TorchEngine:
-    """Logits from a checkpoint with PyTorch (imported here, only when this engine is used)."""
-
-    name = "torch"
-
-    def __init__(self, ckpt_path: Path, device: str = "cpu"):
-        import torch
-
-        from mnist_cnn.checkpoint import load_checkpoint
-        from mnist_cnn.model import build_model
-
-        ckpt = load_checkpoint(ckpt_path)
-        self.torch = torch
-        self.meta = {k: ckpt.get(k) for k in ("model_name", "step", "best_acc")}
-        self.meta["temperature"] = float(ckpt.get("temperature") or 1.0)
-        self.meta["reject_energy"] = ckpt.get("reject_energy")  # None in checkpoints from before it existed
-        self.model = build_model(ckpt.get("model_name", "tutorial"))
-        self.model.load_state_dict(ckpt["model"])
-        self.model.eval().to(device)
-        self.device = device
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            t = self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-            return self.model(t[:, None]).float().cpu().numpy()
-
-
 def shifted(x: np.ndarray) -> np.ndarray:
     """(N,28,28) → (len(SHIFTS)·N,28,28): each input moved by each of SHIFTS (zeros come in), shift-major."""
     n, h, w = x.shape
@@ -119,36 +93,27 @@ def shifted(x: np.ndarray) -> np.ndarray:
 class Predictor:
     """Loads a model once; predicts on arrays, files and bytes, and says when it is unsure."""
 
-    def __init__(self, engine, checkpoint: Path, min_confidence: float = MIN_CONFIDENCE):
+    def __init__(self, engine: Engine, checkpoint: Path, min_confidence: float = MIN_CONFIDENCE):
         self.engine = engine
         self.checkpoint = checkpoint
-        self.temperature = float(engine.meta.get("temperature") or 1.0)
-        line = engine.meta.get("reject_energy")
-        self.reject_energy = None if line is None or line == "" else float(line)
+        self.temperature = engine.meta.temperature
+        self.reject_energy = engine.meta.reject_energy
         self.min_confidence = min_confidence
 
     @classmethod
-    def from_checkpoint(cls, where: str | Path | None = None, engine: str = "auto") -> "Predictor":
-        """``where``: a checkpoint file, a run folder, or None for the default run (runs/mnist).
+    def from_checkpoint(cls, where: str | Path | Model | None = None, engine: str = "auto") -> "Predictor":
+        """``where``: what ``--checkpoint`` takes (see resolve.py), or None for the default model.
 
-        engine: "auto" (ONNX Runtime when an in-step model.onnx exists, else torch), "onnx" or "torch".
+        engine: "auto" (ONNX Runtime when there is a usable ONNX file, else torch), "onnx" or "torch".
         """
-        where = Path(where) if where else DEFAULT_RUN
-        if engine in ("auto", "onnx"):
-            try:
-                from mnist_cnn.onnx_engine import OnnxEngine, onnx_for
-            except ImportError:
-                onnx_path = None
-            else:
-                onnx_path = onnx_for(where)
-            if onnx_path is not None:
-                return cls(OnnxEngine(onnx_path), onnx_path)
-            if engine == "onnx":
-                raise MnistCnnError(f"no model.onnx in step with the checkpoint at {where}: run mnist-cnn export")
-        from mnist_cnn.checkpoint import find_checkpoint
-
-        path = find_checkpoint(where)
-        return cls(TorchEngine(path), path)
+        model = where if isinstance(where, Model) else resolve(where, engine)
+        if engine != "torch" and model.onnx is not None:
+            return cls(OnnxEngine(model.onnx), model.onnx)
+        if engine == "onnx":
+            raise MnistCnnError(f"no model.onnx in step with the checkpoint at {model.label}: run mnist-cnn export")
+        if model.checkpoint is None:
+            raise MnistCnnError(f"{model.label} is an ONNX model: it runs with --engine auto or onnx, not torch")
+        return cls(TorchEngine(model.checkpoint), model.checkpoint)
 
     def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(N,28,28) floats in [0,1], ink bright → ((N,10) calibrated probabilities, (N,) energies, reasons)."""
@@ -199,7 +164,7 @@ class Predictor:
                      "max_stroke_radius or more than max_core_pixels deeper than 3 px)") + (
             ", or energy > reject_energy" if self.reject_energy is not None else
             " (this model has no reject_energy: retrain or re-export it to also reject what is unlike a digit)")
-        return {"engine": self.engine.name, "checkpoint": str(self.checkpoint), **self.engine.meta,
+        return {"engine": self.engine.name, "checkpoint": str(self.checkpoint), **self.engine.meta.to_dict(),
                 "temperature": self.temperature, "reject_energy": self.reject_energy,
                 "min_confidence": self.min_confidence, "max_stroke_radius": MAX_STROKE_RADIUS,
                 "max_core_pixels": MAX_CORE_PIXELS, "unsure_when": rejection}

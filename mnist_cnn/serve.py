@@ -229,8 +229,8 @@ def usable_cores() -> int:
 
 def create_app(checkpoint: str | Path | None = None, predictor=None, threads: int | None = None,
                engine: str = "auto") -> FastAPI:
-    """The FastAPI app. ``predictor``: use this one; else the lifespan loads ``checkpoint`` (None: runs/mnist)
-    on ``engine``.
+    """The FastAPI app. ``predictor``: use this one; else the lifespan loads ``checkpoint`` on ``engine``
+    (None: the default model, see resolve.py).
 
     ``threads``: predictions run at once (default: the number of CPU cores).
     """

@@ -39,3 +39,15 @@ def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None, env: dict
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "mnist_cnn", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or ROOT, env=full_env)
+
+
+def flip_weight_byte(path: Path) -> None:
+    """Change one byte inside the largest weight of an ONNX file, in place; the file stays a valid model."""
+    import onnx
+
+    data = bytearray(path.read_bytes())
+    weights = max(onnx.load(path).graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+    at = data.find(weights) + len(weights) // 2
+    assert len(weights) > 1000 and at > len(weights) // 2
+    data[at] ^= 0x5A
+    path.write_bytes(bytes(data))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnist_cnn import MnistCnnError
-from mnist_cnn.checkpoint import CheckpointManager, find_checkpoint, load_checkpoint
+from mnist_cnn.checkpoint import CheckpointManager, load_checkpoint
 from mnist_cnn.model import build_model
 
 
@@ -56,8 +56,6 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "x.pt").write_text("hello")
     with pytest.raises(MnistCnnError):
         load_checkpoint(tmp_path / "x.pt")
-    with pytest.raises(MnistCnnError, match="no checkpoint"):
-        find_checkpoint(tmp_path / "nowhere")
 
 
 CRASHER = """

@@ -44,7 +44,7 @@ def test_samples_are_predicted_right(trained_run):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["predict", "--checkpoint", "/no/such/run", "x.png"], "no checkpoint"),
+    (["predict", "--checkpoint", "/no/such/run", "x.png"], "no model at /no/such/run"),
     (["train", "--data", "/no/such/folder", "--epochs", "1"], "data not found"),
     (["train", "--resume", "/no/such.pt", "--run-dir", "/tmp/mnist-cnn-test-unused"], "checkpoint not found"),
     (["train", "--device", "cuda", "--run-dir", "/tmp/mnist-cnn-test-unused"], "CUDA"),

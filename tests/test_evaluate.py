@@ -128,7 +128,7 @@ def test_constant_model_confusion_is_exact(tmp_path):
 
 
 def test_evaluate_errors_are_one_line(trained_run, tmp_path, capsys):
-    cases = {("--checkpoint", str(tmp_path / "nothing")): "no checkpoint at",
+    cases = {("--checkpoint", str(tmp_path / "nothing")): "no model at",
              ("--checkpoint", str(trained_run), "--data", str(tmp_path / "no-such")): "data not found",
              ("--checkpoint", str(trained_run), "--split", "all"): "--split all is for folders"}
     for args, message in cases.items():

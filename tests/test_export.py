@@ -15,13 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, SAMPLES, run_cli
+from conftest import ROOT, SAMPLES, flip_weight_byte, run_cli
 from mnist_cnn import MnistCnnError
 from mnist_cnn.data import load_mnist, sha256
 from mnist_cnn.export import MnistGraph, export_onnx, unused_border
 from mnist_cnn.model import build_model
-from mnist_cnn.onnx_engine import OnnxEngine, onnx_for, read_metadata
-from mnist_cnn.predict import Predictor, TorchEngine
+from mnist_cnn.engine import OnnxEngine, TorchEngine, read_onnx
+from mnist_cnn.predict import Predictor
+from mnist_cnn.resolve import resolve
 
 SEVEN = SAMPLES / "7_mnist_test_0017.png"
 
@@ -39,7 +40,7 @@ def run_copy(trained_run, tmp_path):
 
 
 def test_training_exports_an_in_step_onnx_that_matches_torch(trained_run, test_images):
-    onnx_path = onnx_for(trained_run)
+    onnx_path = resolve(trained_run).onnx
     assert onnx_path == trained_run / "model.onnx"
     x, labels = test_images
     onnx_engine, torch_engine = OnnxEngine(onnx_path), TorchEngine(trained_run / "checkpoints" / "best.pt")
@@ -48,9 +49,8 @@ def test_training_exports_an_in_step_onnx_that_matches_torch(trained_run, test_i
     assert np.abs(ort_logits - torch_logits).max() <= 1e-4
     assert (ort_logits.argmax(1) == torch_logits.argmax(1)).all()
     assert (ort_logits.argmax(1) == labels).mean() > 0.9  # a trained model, not an empty graph
-    assert set(onnx_engine.meta) == set(torch_engine.meta)  # the Predictor reads either engine alike
-    for key, value in torch_engine.meta.items():
-        assert onnx_engine.meta[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+    for key, value in torch_engine.meta.to_dict().items():  # the Predictor reads either engine alike
+        assert getattr(onnx_engine.meta, key) == (pytest.approx(value) if isinstance(value, float) else value), key
 
 
 def test_onnx_checker_passes_and_batch_is_dynamic(trained_run, test_images):
@@ -95,7 +95,7 @@ def test_stale_onnx_is_not_used_until_exported_again(run_copy, capsys):
     ckpt = torch.load(best, weights_only=True)
     ckpt["model"]["fc2.bias"] = ckpt["model"]["fc2.bias"] + 0.5  # the checkpoint changes after the export
     torch.save(ckpt, best)
-    assert onnx_for(run_copy) is None
+    assert resolve(run_copy).onnx is None
     assert "is out of step with" in capsys.readouterr().err
     assert Predictor.from_checkpoint(run_copy).engine.name == "torch"
     with pytest.raises(MnistCnnError, match="mnist-cnn export"):
@@ -104,8 +104,8 @@ def test_stale_onnx_is_not_used_until_exported_again(run_copy, capsys):
     result = run_cli("export", "--checkpoint", str(run_copy))
     assert result.returncode == 0, result.stderr
     assert "onnx.checker passed" in result.stdout and "same argmax" in result.stdout
-    assert onnx_for(run_copy) == run_copy / "model.onnx"
-    assert read_metadata(run_copy / "model.onnx")["checkpoint_sha256"] == sha256(best)
+    assert resolve(run_copy).onnx == run_copy / "model.onnx"
+    assert read_onnx(run_copy / "model.onnx")[0]["checkpoint_sha256"] == sha256(best)
     predictor = Predictor.from_checkpoint(run_copy)
     assert predictor.engine.name == "onnx"
     reference = Predictor.from_checkpoint(run_copy, engine="torch")
@@ -113,26 +113,26 @@ def test_stale_onnx_is_not_used_until_exported_again(run_copy, capsys):
                        atol=1e-5)
 
 
-def test_onnx_for_resolves_files_and_folders(run_copy, tmp_path):
+def test_resolve_finds_the_onnx_of_files_and_folders(run_copy, tmp_path):
     onnx_path = run_copy / "model.onnx"
-    assert onnx_for(run_copy / "checkpoints") == onnx_path
-    assert onnx_for(onnx_path) == onnx_path
-    assert onnx_for(run_copy / "checkpoints" / "best.pt") == onnx_path
+    assert resolve(run_copy / "checkpoints").onnx == onnx_path
+    assert resolve(onnx_path).onnx == onnx_path
+    assert resolve(run_copy / "checkpoints" / "best.pt").onnx == onnx_path
     numbered = sorted((run_copy / "checkpoints").glob("cp-*.pt"))
     differs = [p for p in numbered if sha256(p) != sha256(run_copy / "checkpoints" / "best.pt")]
     for other in differs:  # a checkpoint other than the exported one does not get its ONNX file
-        assert onnx_for(other) is None
+        assert resolve(other).onnx is None
     alone = tmp_path / "deploy"
     alone.mkdir()
     shutil.copy(onnx_path, alone / "model.onnx")  # only the ONNX file: nothing for it to be out of step with
     assert Predictor.from_checkpoint(alone).engine.name == "onnx"
-    with pytest.raises(MnistCnnError, match="not found"):
-        onnx_for(tmp_path / "missing.onnx")
+    with pytest.raises(MnistCnnError, match="no model at"):
+        resolve(tmp_path / "missing.onnx")
 
 
 def test_damaged_onnx_falls_back_to_torch_or_fails_in_one_line(run_copy, tmp_path):
     (run_copy / "model.onnx").write_bytes(b"not an onnx model")
-    assert onnx_for(run_copy) is None  # the checkpoint is there: predict with it
+    assert resolve(run_copy).onnx is None  # the checkpoint is there: predict with it
     assert Predictor.from_checkpoint(run_copy).engine.name == "torch"
     alone = tmp_path / "deploy"
     alone.mkdir()
@@ -164,11 +164,11 @@ def test_export_to_chosen_file_with_the_dynamo_exporter(trained_run, tmp_path):
     result = export_onnx(trained_run / "checkpoints" / "best.pt", out, exporter="dynamo")
     assert result.out == out and out.is_file() and result.exporter == "dynamo"
     assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
-    assert read_metadata(out)["step"] == str(result.meta["step"])
+    assert read_onnx(out)[0]["step"] == str(result.meta["step"])
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--checkpoint", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
+    (["--checkpoint", "/nonexistent/run"], "no model at /nonexistent/run"),
     (["--checkpoint", str(ROOT / "pyproject.toml")], "cannot load checkpoint"),
 ])
 def test_export_cli_bad_input_is_one_line_exit_2(args, message):
@@ -190,3 +190,10 @@ def test_the_border_crop_follows_the_architecture_not_the_trained_weights():
         dead.bn1.bias.fill_(-10.0)  # every ReLU after conv1 outputs 0, whatever the input
     assert unused_border(dead) == (0, 0)  # padded convolutions: every pixel has a path to the logits
     assert unused_border(build_model("tutorial")) == (2, 2)  # floor-mode pooling drops 2 rows and 2 columns
+
+
+def test_altered_onnx_weights_fall_back_to_the_checkpoint(run_copy, capsys):
+    flip_weight_byte(run_copy / "model.onnx")
+    assert resolve(run_copy).onnx is None
+    assert "do not match the SHA-256" in capsys.readouterr().err
+    assert Predictor.from_checkpoint(run_copy).engine.name == "torch"
