@@ -2,13 +2,17 @@
 
 Files in ``<run>/checkpoints/``: ``cp-{step:07d}.pt`` (the tutorial's ``cp-`` prefix), ``last.pt`` (the newest
 state) and ``best.pt`` (the best test accuracy). Every file loads with ``torch.load(weights_only=True)``, so a
-checkpoint cannot run code when opened.
+checkpoint cannot run code when opened. Each file records the SHA-256 of its contents (``payload_sha256``,
+over every tensor's bytes and every other value), checked at load along with the model's layer shapes: a
+flipped bit or a foreign file is an error when named explicitly and skipped by ``latest`` (resume).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,10 +22,14 @@ from mnist_cnn import MnistCnnError
 from mnist_cnn.resolve import CP_PATTERN
 
 FORMAT_VERSION = 1
+TMP_PATTERN = re.compile(r"^\.(.+)\.tmp(\d+)$")  # atomic_write's temp files: .<name>.tmp<pid>
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync it, then os.replace: a crash leaves the old file."""
+    """Write to a temp file in the same folder, fsync it, then os.replace: a crash leaves the old file.
+
+    An OSError (disk full, read-only folder…) becomes a one-line MnistCnnError naming the file.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -29,8 +37,13 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise MnistCnnError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -39,6 +52,89 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp files that saves killed mid-write left in ``folder``: only atomic_write's name pattern,
+    and only when the process named in it is gone (an ``export`` may be writing into the run folder now).
+
+    Call it while holding the run folder's lock, so that no training of ours is writing there.
+    """
+    removed = []
+    for p in folder.iterdir() if folder.is_dir() else []:
+        m = TMP_PATTERN.match(p.name)
+        if m and p.is_file() and not p.is_symlink() and not _alive(int(m.group(2))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process, or a number no pid can be
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return pid > 0
+
+
+def payload_digest(ckpt: dict) -> str:
+    """SHA-256 of a checkpoint's contents (all but ``payload_sha256`` itself), tensors by their raw bytes."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in ckpt.items() if k != "payload_sha256"})
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for k, v in obj.items():
+            h.update(repr(k).encode() + b":")
+            _feed(h, v)
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _feed(h, v)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode() + b",")
+
+
+def checkpoint_bytes(state: dict) -> bytes:
+    """A checkpoint file's bytes: ``state`` with the format version and its payload hash."""
+    ckpt = {"format_version": FORMAT_VERSION, **state}
+    ckpt["payload_sha256"] = payload_digest(ckpt)
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return buf.getvalue()
+
+
+def check_model_state(path: Path, ckpt: dict) -> None:
+    """MnistCnnError unless ``ckpt["model"]`` has exactly the layers and shapes of its ``model_name``."""
+    from mnist_cnn.model import MODELS, build_model
+
+    name, state = ckpt.get("model_name", "tutorial"), ckpt["model"]
+    if name not in MODELS:
+        raise MnistCnnError(f"{path} holds model {name!r}, unknown here (known: {', '.join(MODELS)})")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MnistCnnError(f"{path} is not an mnist-cnn checkpoint (its 'model' entry is not a state dict)")
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            model = build_model(name)
+    except Exception:  # a model whose constructor computes on its tensors: built for real
+        model = build_model(name)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        diff = sorted(set(found.items()) ^ set(expected.items()))[0][0]
+        raise MnistCnnError(f"{path} does not fit model {name!r} (layer {diff}: "
+                            f"{found.get(diff, 'missing')} in the file, {expected.get(diff, 'none')} expected)")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -56,6 +152,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if ckpt["format_version"] > FORMAT_VERSION:
         raise MnistCnnError(f"{path} has checkpoint format {ckpt['format_version']}; this mnist-cnn reads "
                             f"up to {FORMAT_VERSION}: upgrade mnist-cnn")
+    recorded = ckpt.get("payload_sha256")  # absent in files written before it was recorded
+    if recorded is not None and recorded != payload_digest(ckpt):
+        raise MnistCnnError(f"{path} is damaged: its contents no longer match the SHA-256 recorded when it was saved")
+    check_model_state(path, ckpt)
     return ckpt
 
 
@@ -79,10 +179,11 @@ class CheckpointManager:
 
     def save(self, state: dict, best: bool = False) -> Path:
         """Write ``cp-{step}.pt`` and ``last.pt`` (and ``best.pt`` when best), then prune old ones."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save({"format_version": FORMAT_VERSION, **state}, buf)
-        data = buf.getvalue()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MnistCnnError(f"cannot create {self.folder}: {e.strerror or e}") from None
+        data = checkpoint_bytes(state)
         path = self.folder / f"cp-{state['step']:07d}.pt"
         atomic_write(path, data)
         atomic_write(self.folder / "last.pt", data)

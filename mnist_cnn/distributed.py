@@ -6,9 +6,10 @@ torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE) is detected and the proces
 CPU or nccl on CUDA. Only global rank 0 prints and writes files (never LOCAL_RANK 0: on several machines there
 is one of those per machine).
 
-Stopping: torchrun forwards Ctrl-C (SIGINT) and SIGTERM to its workers. Under torchrun both set a flag that
-the ranks agree on every ``STOP_CHECK_EVERY`` steps, so that all of them stop after the same step and rank 0
-saves a consistent checkpoint; a second signal exits at once, without saving.
+Stopping: Ctrl-C (SIGINT) and SIGTERM set a flag that the training loop reads between optimizer steps, in a
+single process as under torchrun (which forwards both to its workers). Under torchrun the ranks agree on it
+every ``STOP_CHECK_EVERY`` steps, so that all of them stop after the same step and rank 0 saves a consistent
+checkpoint; a second signal exits at once, without saving.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ def setup(device: torch.device) -> Dist:
         if store is not None:
             kwargs.update(store=store, rank=rank, world_size=world)
         dist.init_process_group(backend, **kwargs)
-    install_stop_handlers()
     return Dist(rank, local_rank, world, device)
 
 
@@ -157,8 +157,12 @@ def rescale_position(step: int, n: int, old_batch: int, new_batch: int) -> tuple
 
 
 # ---------------------------------------------------------------- stopping
+class Stopped(Exception):
+    """SIGINT/SIGTERM asked the training loop to stop; raised between two optimizer steps."""
+
+
 _signal_seen = 0
-_handlers_installed = False
+_previous_handlers: dict[int, Any] = {}
 
 
 def _on_signal(signum: int, _frame) -> None:
@@ -171,23 +175,33 @@ def _on_signal(signum: int, _frame) -> None:
 def install_stop_handlers() -> None:
     """Turn SIGINT/SIGTERM into a stop request that the training loop acts on between steps.
 
-    Why not Python's KeyboardInterrupt: it is raised wherever a rank happens to be, so ranks leave at
-    different steps (one blocked in an all-reduce the others never join) and the state saved can be half a
-    step (weights updated, step counter not).
+    Why not Python's KeyboardInterrupt: it is raised wherever the code happens to be, so the state saved can be
+    half a step (weights or Adam moments updated, step counter not), and under torchrun ranks leave at
+    different steps (one blocked in an all-reduce the others never join). SIGTERM's default kills at once.
     """
-    global _handlers_installed
+    global _signal_seen
+    _signal_seen = 0
     try:
-        signal.signal(signal.SIGINT, _on_signal)
-        signal.signal(signal.SIGTERM, _on_signal)
-        _handlers_installed = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            _previous_handlers[sig] = signal.signal(sig, _on_signal)
     except ValueError:  # not the main thread: leave the default behaviour
         pass
 
 
+def restore_stop_handlers() -> None:
+    """The handlers from before ``install_stop_handlers`` (a caller such as a test runner keeps its Ctrl-C)."""
+    while _previous_handlers:
+        sig, handler = _previous_handlers.popitem()
+        signal.signal(sig, handler)
+
+
+def stop_signal() -> int:
+    """The signal that asked to stop (0: none yet)."""
+    return _signal_seen
+
+
 def stop_requested(step: int, d: Dist) -> bool:
-    """True on every rank, after the same step, once any rank has had SIGINT/SIGTERM (torchrun only)."""
-    if not _handlers_installed:
-        return False  # a plain process: Ctrl-C raises KeyboardInterrupt as usual
+    """True once SIGINT/SIGTERM arrived; under torchrun on every rank after the same step, once any rank had it."""
     if d.world <= 1:
         return bool(_signal_seen)
     if step % STOP_CHECK_EVERY:

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist_cnn import MnistCnnError
+from mnist_cnn.preprocess import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LABEL_PREFIX = re.compile(r"^([0-9])_")
 HOLD_OUT_EVERY = 5  # every 5th image of a label is the test split (20 %)
 SPLITS = ("train", "test", "all")
@@ -50,8 +50,8 @@ def labelled_files(folder: Path) -> list[tuple[Path, int]]:
     for path in sorted(folder.iterdir()):
         if path.is_dir() and re.fullmatch(r"[0-9]", path.name):
             found += [(p, int(path.name)) for p in sorted(path.rglob("*"))
-                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                      if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES]  # a FIFO too: warned when read
+        elif not path.is_dir() and path.suffix.lower() in IMAGE_SUFFIXES:
             m = LABEL_PREFIX.match(path.name)
             if m:
                 found.append((path, int(m.group(1))))

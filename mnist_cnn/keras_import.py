@@ -170,24 +170,26 @@ def import_keras(path: str | Path, out: str | Path, check: bool = True) -> dict:
     """
     import torch
 
-    from mnist_cnn.checkpoint import FORMAT_VERSION, atomic_write
+    from mnist_cnn.checkpoint import atomic_write, checkpoint_bytes
     from mnist_cnn.config import TrainConfig
     from mnist_cnn.model import build_model, count_parameters
 
     layers, fmt = read_keras_weights(path)
     state = {k: torch.from_numpy(v) for k, v in convert(match_tutorial(layers, f"{path} ({fmt})")).items()}
+    broken = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if broken:  # a diverged training or a damaged file: every prediction would be NaN
+        raise MnistCnnError(f"{path}: NaN or infinite weights in {', '.join(broken)} (Keras names mapped to ours); "
+                            f"not imported")
     model = build_model("tutorial")
     model.load_state_dict(state)  # strict: every parameter must come from the file
     model.eval()
     accuracy = mnist_test_accuracy(model) if check else None
-    ckpt = {"format_version": FORMAT_VERSION, "model_name": "tutorial", "model": model.state_dict(), "step": 0,
+    ckpt = {"model_name": "tutorial", "model": model.state_dict(), "step": 0,
             "best_acc": accuracy or 0.0, "temperature": 1.0, "config": TrainConfig().to_dict(), "history": [],
             "imported_from": {"file": str(path), "format": fmt}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    atomic_write(out, buf.getvalue())
+    atomic_write(out, checkpoint_bytes(ckpt))
     return {"format": fmt, "layers": len(layers), "parameters": count_parameters(model), "accuracy": accuracy,
             "out": str(out)}
 

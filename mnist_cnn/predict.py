@@ -34,7 +34,7 @@ import numpy as np
 from mnist_cnn import MnistCnnError
 from mnist_cnn.calibrate import MAX_CORE_PIXELS, MAX_STROKE_RADIUS, MIN_CONFIDENCE, energy, is_filled, softmax
 from mnist_cnn.engine import Engine, OnnxEngine, TorchEngine
-from mnist_cnn.preprocess import to_mnist
+from mnist_cnn.preprocess import IMAGE_SUFFIXES, to_mnist
 from mnist_cnn.resolve import Model, resolve
 
 OK, UNSURE, NO_DIGIT = "ok", "unsure", "no digit found"
@@ -42,11 +42,6 @@ LOW_CONFIDENCE, NOT_A_DIGIT, NOT_A_STROKE = ("low confidence", "unlike the digit
                                              "a filled shape, not a pen stroke")
 STEADY_BELOW = 0.9  # calibrated confidence under which a digit is read again with 1-px shifts (see above)
 SHIFTS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (rows, columns)
-# What a folder is searched for (files named on the command line or by a glob are read whatever their name).
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-                  ".pgm", ".pbm", ".ppm", ".pnm", ".tga", ".ico", ".apng", ".avif", ".qoi"}
-
-
 @dataclass
 class Prediction:
     """What the model read in one image: one entry per digit found, left to right."""
@@ -99,6 +94,16 @@ class Predictor:
         self.temperature = engine.meta.temperature
         self.reject_energy = engine.meta.reject_energy
         self.min_confidence = min_confidence
+        self.logits(np.zeros((1, 28, 28), np.float32))  # a model with NaN/inf weights is refused here, once
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The engine's logits; MnistCnnError when they are not finite (NaN/inf weights: every answer would be
+        NaN, printed as a digit with confidence nan and as invalid JSON)."""
+        out = self.engine.logits(x)
+        if not np.isfinite(out).all():
+            raise MnistCnnError(f"the model in {self.checkpoint} gives NaN or infinite outputs: its weights are "
+                                f"damaged (NaN/inf); retrain it or use another checkpoint")
+        return out
 
     @classmethod
     def from_checkpoint(cls, where: str | Path | Model | None = None, engine: str = "auto") -> "Predictor":
@@ -118,7 +123,7 @@ class Predictor:
     def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(N,28,28) floats in [0,1], ink bright → ((N,10) calibrated probabilities, (N,) energies, reasons)."""
         x = x.astype(np.float32, copy=False)
-        logits = self.engine.logits(x)
+        logits = self.logits(x)
         probs, energies, filled = self._steadied(x, logits), energy(logits), is_filled(x)
         line = np.inf if self.reject_energy is None else self.reject_energy
         reasons = [NOT_A_STROKE if f else NOT_A_DIGIT if e > line
@@ -129,7 +134,7 @@ class Predictor:
     def predict_arrays(self, x: np.ndarray) -> np.ndarray:
         """(N,28,28) floats in [0,1], ink bright → (N,10) calibrated probabilities of the network alone, with no
         shift averaging: what ``evaluate`` scores, the same figure as training's test accuracy."""
-        return softmax(self.engine.logits(x.astype(np.float32, copy=False)), self.temperature)
+        return softmax(self.logits(x.astype(np.float32, copy=False)), self.temperature)
 
     def _steadied(self, x: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities; a digit under STEADY_BELOW gets its logits averaged with those of its
@@ -137,7 +142,7 @@ class Predictor:
         probs = softmax(logits, self.temperature)
         unsure = np.flatnonzero(probs.max(1) < STEADY_BELOW)
         if unsure.size:
-            more = self.engine.logits(shifted(x[unsure])).reshape(len(SHIFTS), unsure.size, -1)
+            more = self.logits(shifted(x[unsure])).reshape(len(SHIFTS), unsure.size, -1)
             probs[unsure] = softmax((logits[unsure] + more.sum(0)) / (len(SHIFTS) + 1), self.temperature)
         return probs
 

@@ -38,13 +38,16 @@ measured +250 MB for an 8000×8000 RGB PNG and +41 MB for the same picture as a 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_cnn import MnistCnnError
+from mnist_cnn import CorruptImage, MnistCnnError, NotAnImage, TooLarge
+from mnist_cnn.memory import DECODE_BUDGET, MAX_DECODE_BYTES
 from mnist_cnn.segment import find_digits, ink_and_sheet, ink_map, stroke_width  # noqa: F401 (re-exported)
 
 MAX_PIXELS = 64_000_000  # header width×height above this is refused before decoding (≈ 8000×8000)
@@ -55,6 +58,10 @@ BOX, FIELD, CENTRE = 20, 28, 14.0  # MNIST's box, field and centre-of-mass pixel
 # median 2.46, 75 % below 2.9, 95 % below 3.8. Outside 5-95 % a digit shrunk from a big image is re-stroked.
 W_THIN, W_TARGET, W_BOLD, W_BOLD_TARGET = 1.6, 2.5, 3.8, 2.9
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# What a folder is searched for, by predict and by the labelled-folder reader alike (a file named on the command
+# line is read whatever its name).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+                            ".webp", ".pgm", ".pbm", ".ppm", ".pnm", ".tga", ".ico", ".apng", ".avif", ".qoi"})
 
 _SVG_HINTS = (b"<svg", b"<?xml")
 
@@ -64,23 +71,38 @@ def _name(src) -> str:
 
 
 def _read(src) -> bytes:
+    """A file's bytes: regular files only (a FIFO or /dev/zero would block or never end), at most the limit + 1."""
     if isinstance(src, (bytes, bytearray)):
         return bytes(src)
     path = Path(src)
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise MnistCnnError(f"{path}: file too large (over {MAX_FILE_BYTES // 1_000_000} MB)")
-        return path.read_bytes()
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise MnistCnnError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise MnistCnnError(f"{path}: is a folder, not an image") from None
-    except PermissionError:
-        raise MnistCnnError(f"{path}: permission denied") from None
+    except OSError as e:  # permission denied, a symlink loop, a name too long…
+        raise MnistCnnError(f"{path}: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise MnistCnnError(f"{path}: is a folder, not an image")
+        if not stat.S_ISREG(mode):
+            raise NotAnImage(f"{path}: not a regular file (a pipe, device or socket)")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise CorruptImage(f"{path}: cannot read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise TooLarge(f"{path}: file too large (over {MAX_FILE_BYTES // 1_000_000} MB)")
+    return data
 
 
 def open_image(src: str | Path | bytes | Image.Image) -> Image.Image:
-    """A path, bytes or PIL image → a decoded PIL image (first frame); MnistCnnError with a one-line reason."""
+    """A path, bytes or PIL image → a decoded PIL image (first frame, EXIF orientation applied, longer side
+    shrunk to about WORK_SIDE); MnistCnnError with a one-line reason."""
     name = _name(src)
     if isinstance(src, Image.Image):
         img = src
@@ -88,30 +110,58 @@ def open_image(src: str | Path | bytes | Image.Image) -> Image.Image:
         data = _read(src)
         head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
         if head.startswith(_SVG_HINTS) and b"<svg" in data[:4096].lower() or name.lower().endswith((".svg", ".svgz")):
-            raise MnistCnnError(f"{name}: SVG is a vector format, not supported: export it as PNG or JPEG")
+            raise NotAnImage(f"{name}: SVG is a vector format, not supported: export it as PNG or JPEG")
         try:
             with warnings.catch_warnings():  # Pillow only warns between MAX_PIXELS and twice that: refuse too
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            raise MnistCnnError(f"{name}: not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP…)") from None
+            raise NotAnImage(f"{name}: not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP…)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise MnistCnnError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
+            raise TooLarge(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
+        except Exception as e:  # a recognised format whose header is broken: Pillow raises many types
+            raise CorruptImage(f"{name}: unreadable image header ({_reason(e)})") from None
     return _decode(img, name)
 
 
 def _decode(img: Image.Image, name: str) -> Image.Image:
+    """Decode (JPEG at a reduced scale when big) and shrink to about WORK_SIDE, within the memory budget."""
     w, h = img.size
     if w * h > MAX_PIXELS:
-        raise MnistCnnError(f"{name}: image too large ({w}×{h}; the limit is {MAX_PIXELS:,} pixels)")
+        raise TooLarge(f"{name}: image too large ({w}×{h}; the limit is {MAX_PIXELS:,} pixels)")
     try:
         if img.format == "JPEG" and max(w, h) > 2 * WORK_SIDE:  # decode at 1/2-1/8 scale: memory bounded
             scale = WORK_SIDE / max(w, h)
             img.draft(None, (max(1, int(w * scale)), max(1, int(h * scale))))
-        img.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise MnistCnnError(f"{name}: truncated or unreadable image ({e})") from None
-    return img
+    except Exception as e:
+        raise CorruptImage(f"{name}: unreadable image ({_reason(e)})") from None
+    cost = decode_cost(img)
+    if cost > MAX_DECODE_BYTES:
+        raise TooLarge(f"{name}: image too large to decode ({w}×{h} {img.mode} needs about {cost >> 20} MB; the "
+                       f"limit is {MAX_DECODE_BYTES >> 20} MB): send fewer pixels, or a JPEG")
+    with DECODE_BUDGET.hold(cost):
+        try:
+            img.load()
+        except Exception as e:  # OSError, SyntaxError, ValueError, EOFError, struct.error… from the decoders
+            raise CorruptImage(f"{name}: truncated or unreadable image ({_reason(e)})") from None
+        try:
+            return _orient_and_shrink(img)
+        except Exception as e:  # garbage EXIF, a mode Pillow decodes but cannot convert
+            raise CorruptImage(f"{name}: unreadable image ({_reason(e)})") from None
+
+
+def decode_cost(img: Image.Image) -> int:
+    """Bytes that decoding and shrinking ``img`` hold at their peak: Pillow's pixels (1 byte for 1/L/P, 2 for
+    16-bit, else 4) plus a 4-byte copy where ``_orient_and_shrink`` converts the mode or reduces with alpha."""
+    stored = 1 if img.mode in ("1", "L", "P") else 2 if img.mode.startswith("I;16") else 4
+    copy = 0 if img.mode in ("L", "RGB", "I", "F") else 4
+    return img.width * img.height * (stored + copy)
+
+
+def _reason(e: Exception) -> str:
+    """An exception as a short reason for a user: its message's first line, never an object's repr."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return type(e).__name__ if not text or " at 0x" in text or len(text) > 120 else text
 
 
 def _orient_and_shrink(img: Image.Image) -> Image.Image:
@@ -129,11 +179,12 @@ def _orient_and_shrink(img: Image.Image) -> Image.Image:
     return img.reduce(factor) if factor >= 2 else img
 
 
-def to_array(img: Image.Image) -> np.ndarray:
-    """(H,W,C) float32 in [0,1], C = 1 or 3, transparency composited away."""
-    img = _orient_and_shrink(img)
+def to_array(img: Image.Image, name: str = "image") -> np.ndarray:
+    """A decoded image (``open_image``) → (H,W,C) float32 in [0,1], C = 1 or 3, transparency composited away."""
     a = np.asarray(img, dtype=np.float32)
     if img.mode in ("I", "F"):
+        if not np.isfinite(a).all():
+            raise CorruptImage(f"{name}: NaN or infinite pixel values (a float image with no valid brightness)")
         hi = float(a.max())
         a = np.clip(a / (255.0 if hi <= 255 else 65535.0 if hi <= 65535 else hi), 0.0, 1.0)
     else:
@@ -222,6 +273,6 @@ def to_mnist(src: str | Path | bytes | Image.Image, single: bool = False) -> np.
 
     ``single=True`` treats all the ink as one digit. Raises MnistCnnError for unreadable or unsupported input.
     """
-    ink, sheet = ink_and_sheet(to_grey(to_array(open_image(src))))
+    ink, sheet = ink_and_sheet(to_grey(to_array(open_image(src), _name(src))))
     digits = [] if ink is None else [normalise(crop, mask) for crop, mask in find_digits(ink, single, sheet)]
     return np.stack(digits) if digits else np.zeros((0, FIELD, FIELD), np.float32)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import logging
 import os
@@ -29,19 +28,22 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
-from mnist_cnn import MnistCnnError, __version__
+from mnist_cnn import CorruptImage, MnistCnnError, NotAnImage, TooLarge, __version__
+from mnist_cnn.http_limits import uvicorn_settings
+from mnist_cnn.memory import return_big_buffers
 from mnist_cnn.preprocess import MAX_PIXELS
 from mnist_cnn.workers import listening_socket, supervise
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an image over 10 MB is refused with 413 (documented in the API page)
 FORM_OVERHEAD = 64 * 1024  # room for the multipart envelope around a file of MAX_UPLOAD_BYTES
+BODY_IDLE_S, BODY_TIMEOUT_S = 15.0, 120.0  # a stalled or endless upload is answered 408 and dropped
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("mnist_cnn.serve")
 
@@ -86,9 +88,11 @@ class ErrorDetail(BaseModel):
     detail: str
 
 
+STATUS_OF = ((TooLarge, 413), (NotAnImage, 415), (CorruptImage, 422), (MnistCnnError, 422))  # first match wins
 ERRORS = {code: {"model": ErrorDetail, "description": text} for code, text in {
     400: "empty body, malformed multipart form or no `file` field",
     413: f"body over {MAX_UPLOAD_BYTES // 2**20} MB, or an image over {MAX_PIXELS:,} pixels (decompression bomb)",
+    408: f"the upload stalled (no data for {BODY_IDLE_S:.0f} s) or took over {BODY_TIMEOUT_S:.0f} s",
     415: "not an image format Pillow can read",
     422: "a corrupt or truncated image",
 }.items()}
@@ -105,36 +109,17 @@ def png_data_url(a: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
 
 
-def check_image(data: bytes) -> Image.Image:
-    """Refuse what is not an image, or too many pixels, from the header alone (before any decoding); else the
-    opened, not yet decoded image, which preprocessing decodes (the header is parsed once)."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        pixels = img.width * img.height
-    except Image.DecompressionBombError:
-        pixels = MAX_PIXELS + 1
-    except UnidentifiedImageError:
-        raise HTTPException(415, "not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP…)") from None
-    except Exception as e:  # a header that is not even parseable
-        raise HTTPException(422, f"unreadable image ({type(e).__name__}: {e})") from None
-    if pixels > MAX_PIXELS:  # Pillow itself only warns between MAX_IMAGE_PIXELS and twice that
-        raise HTTPException(413, f"image too large (over {MAX_PIXELS:,} pixels)")
-    return img
-
-
 def predict_bytes(predictor, data: bytes, source: str) -> dict:
-    """Runs in a worker thread: the whole CPU part of one request."""
+    """Runs in a worker thread: the whole CPU part of one request. Preprocessing reads the header first and
+    refuses what is not an image or too large before decoding (typed errors, see ``STATUS_OF``)."""
     t0 = time.perf_counter()
-    img = check_image(data)
     try:
-        pred = predictor.predict_image(img, source=source)
-    except MnistCnnError as e:
-        raise HTTPException(422, str(e)) from None
-    except Exception as e:  # Pillow's decoders raise many types on hostile input: a client error, not a 500
+        pred = predictor.predict_image(data, source=source)
+    except MnistCnnError:
+        raise
+    except Exception:  # a failure preprocessing does not name: still the client's image, not a server error
         log.warning("image from %s could not be processed", source, exc_info=True)
-        raise HTTPException(422, f"could not process the image ({type(e).__name__}: {e})") from None
-    finally:
-        img.close()
+        raise CorruptImage("could not process the image") from None
     out = pred.to_dict()
     inputs = pred.inputs if pred.inputs is not None else np.zeros((0, 28, 28), np.float32)
     out["inputs_png"] = [png_data_url(a) for a in inputs]
@@ -144,17 +129,36 @@ def predict_bytes(predictor, data: bytes, source: str) -> dict:
 
 # ---------------------------------------------------------------- reading the upload
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and with 408 when the
+    client stops sending (``BODY_IDLE_S`` without data, or ``BODY_TIMEOUT_S`` in all)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"body of {int(declared):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
     chunks, size = [], 0
-    async for chunk in request.stream():  # the bytes actually received count, whatever the header said
-        size += len(chunk)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BODY_TIMEOUT_S
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            wait = min(BODY_IDLE_S, deadline - loop.time())
+            chunk = await asyncio.wait_for(stream.__anext__(), max(wait, 0.0))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise HTTPException(408, f"upload too slow: the body must arrive within {BODY_TIMEOUT_S:.0f} s, with "
+                                     f"no pause over {BODY_IDLE_S:.0f} s") from None
+        except ClientDisconnect:  # the client gave up: one line in the log, not a traceback
+            log.info("%s went away during its upload", _peer(request))
+            raise HTTPException(400, "upload aborted by the client") from None
+        size += len(chunk)  # the bytes actually received count, whatever the header said
         if size > limit:
             raise HTTPException(413, f"body over the limit of {MAX_UPLOAD_BYTES:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _peer(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "a client"
 
 
 async def read_upload(request: Request) -> tuple[bytes, str]:
@@ -244,6 +248,7 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
             import torch
 
             torch.set_num_threads(1)  # parallelism comes from concurrent requests; intra-op threads only contend
+        return_big_buffers()  # a decompression bomb's buffers go back to the OS after its request (memory.py)
         app.state.pool = ThreadPoolExecutor(threads or usable_cores(), thread_name_prefix="predict")
         app.state.started = time.monotonic()
         app.state.info = model_info(app.state.predictor)
@@ -255,6 +260,12 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
     app = FastAPIOffline(title="mnist-cnn", version=__version__, lifespan=lifespan,
                          description="Read handwritten digits. POST an image to /api/predict; draw at /.")
     add_routes(app)
+
+    @app.exception_handler(MnistCnnError)
+    async def user_error(request: Request, exc: MnistCnnError) -> JSONResponse:
+        """Every error preprocessing names, as its HTTP status with the one-line message as ``detail``."""
+        return JSONResponse({"detail": str(exc)}, status_code=next(c for t, c in STATUS_OF if isinstance(exc, t)))
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
@@ -316,4 +327,4 @@ def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 80
         return
     print(f"serving {where} on http://{host}:{port}/  (Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(predictor=predictor, threads=threads), host=host, port=port, log_level=log_level,
-                access_log=False)
+                access_log=False, **uvicorn_settings())

@@ -13,6 +13,7 @@ import ctypes
 import json
 import math
 import os
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -27,12 +28,13 @@ from tqdm import tqdm
 from mnist_cnn import MnistCnnError
 from mnist_cnn import distributed as D
 from mnist_cnn.augment import augment, step_generator
-from mnist_cnn.checkpoint import CheckpointManager, load_checkpoint
+from mnist_cnn.checkpoint import CheckpointManager, load_checkpoint, remove_stale_temps
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import load_digits
 from mnist_cnn.model import build_model, count_parameters
 from mnist_cnn.outliers import non_digits
 from mnist_cnn.precision import choose as choose_precision
+from mnist_cnn.runfolder import check_same_run, lock_run_folder
 
 
 @dataclass
@@ -280,12 +282,17 @@ class Run:
             raise MnistCnnError(f"{path} holds model {ckpt.get('model_name')!r}, not {self.cfg.model!r}: "
                                 f"pass --model {ckpt.get('model_name')}")
         same_run = how == "auto"  # continue exactly; a PATH from elsewhere (fine-tuning) starts a fresh schedule
+        # shapes checked by load_checkpoint
         self.raw_model.load_state_dict(ckpt.get("train_model", ckpt["model"]) if same_run else ckpt["model"])
         if self.ema is not None:
             self.ema.module.load_state_dict(ckpt["model"])
             self.ema.n_averaged.fill_(ckpt.get("ema_count", 0) if same_run else 0)
         if same_run:
-            self.opt.load_state_dict(ckpt["optimizer"])
+            check_same_run(ckpt.get("config", {}), self.cfg.to_dict(), path)
+            try:
+                self.opt.load_state_dict(ckpt["optimizer"])
+            except (KeyError, ValueError, TypeError) as e:
+                raise MnistCnnError(f"{path}: its optimizer state does not fit the model ({e})") from None
             self.step, self.best_acc = ckpt["step"], ckpt.get("best_acc", 0.0)
             self.best_val = ckpt.get("best_val_acc", -1.0)
             self.history = list(ckpt.get("history", []))
@@ -332,6 +339,8 @@ def train_one_epoch(run: Run, model: nn.Module, data: Dataset, epoch: int, steps
                desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", dynamic_ncols=True, leave=False,
                mininterval=0.5)
     for i, idx, count in _batches_of_epoch(run, len(data), epoch, steps_per_epoch, global_batch):
+        if D.stop_requested(run.step, d):  # Ctrl-C/SIGTERM: stop between two steps (all ranks after the same one)
+            raise D.Stopped
         for group in run.opt.param_groups:
             group["lr"] = lr_at(run.step, total_steps, cfg)
         loss, correct = train_step(run, model, data.images[idx], data.labels[idx], count)
@@ -339,8 +348,6 @@ def train_one_epoch(run: Run, model: nn.Module, data: Dataset, epoch: int, steps
         sums[1] += correct
         sums[2] += len(idx)
         run.step += 1
-        if D.stop_requested(run.step, d):  # torchrun forwarded Ctrl-C/SIGTERM: every rank stops after this step
-            raise KeyboardInterrupt
         bar.update(1)
         if i % 20 == 0 and d.main:  # a host sync every 20 steps, not every step
             bar.set_postfix_str(f"loss {sums[0].item() / sums[2].item():6.4f}  acc {sums[1].item() / sums[2].item():6.4f}")
@@ -355,10 +362,18 @@ def train_one_epoch(run: Run, model: nn.Module, data: Dataset, epoch: int, steps
 def train(cfg: TrainConfig) -> dict:
     """Train as configured; returns the final metrics. Prints progress on global rank 0 only."""
     run = Run(cfg)
+    lock = lock_run_folder(run.dir) if run.dist.main else None  # held until this process ends
+    D.install_stop_handlers()
     try:
+        if lock is not None:
+            for folder in (run.dir, run.ckpts.folder):
+                remove_stale_temps(folder)
         return _train(run)
     finally:
+        D.restore_stop_handlers()
         D.teardown()
+        if lock is not None:
+            os.close(lock)
 
 
 def _train(run: Run) -> dict:
@@ -387,12 +402,13 @@ def _train(run: Run) -> dict:
             t_epoch = time.perf_counter()
             loss, acc = train_one_epoch(run, model, train_data, epoch, steps_per_epoch, total_steps)
             test_acc = _end_epoch(run, epoch, loss, acc, test_data, held_out, total_steps, t_epoch)
-    except KeyboardInterrupt:
+    except D.Stopped:
         run.save()
         if not d.main:
             raise SystemExit(2) from None  # rank 0 reports it, once
-        raise MnistCnnError(f"interrupted at step {run.step}: saved {run.ckpts.folder / 'last.pt'}; run the "
-                            f"same command again (--resume auto) to continue") from None
+        by = f" ({signal.Signals(D.stop_signal()).name})" if D.stop_signal() else ""
+        raise MnistCnnError(f"interrupted at step {run.step}{by}: saved {run.ckpts.folder / 'last.pt'}; run the same "
+                            f"command again (--resume auto) to continue") from None
     if d.world > 1:  # DDP keeps replicas equal by construction; prove it at the cost of one tiny gather
         digests = D.replica_digests(run.raw_model, d)
         run.log(f"replica check: weights sha256 by rank {' '.join(f'{r}:{h}' for r, h in enumerate(digests))}"

@@ -85,6 +85,7 @@ def run_worker(settings: dict, index: int, counts) -> None:
 
     import uvicorn
 
+    from mnist_cnn.http_limits import uvicorn_settings
     from mnist_cnn.serve import create_app
 
     # Its own process group, so that a terminal's Ctrl-C reaches the supervisor only, which stops each worker
@@ -102,7 +103,8 @@ def run_worker(settings: dict, index: int, counts) -> None:
     sock = listening_socket(settings["host"], settings["port"], shared=True)
     balancer = Rebalance(create_app(settings["checkpoint"], threads=settings["threads"], engine=settings["engine"]),
                          counts, index)
-    server = uvicorn.Server(uvicorn.Config(balancer, log_level=settings["log_level"], access_log=False))
+    server = uvicorn.Server(uvicorn.Config(balancer, log_level=settings["log_level"], access_log=False,
+                                           **uvicorn_settings()))
     balancer.connections = getattr(getattr(server, "server_state", None), "connections", None)
     server.run(sockets=[sock])
 

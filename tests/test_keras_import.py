@@ -240,3 +240,19 @@ def test_wrong_layer_count_is_refused(keras_model, tmp_path):
     extra = layers + [type(layers[0])("dense_extra", [np.zeros((10, 10)), np.zeros(10)])]
     with pytest.raises(MnistCnnError, match="holds 6 layers with weights, not 5"):
         match_tutorial(extra, fmt)
+
+
+def test_nan_weights_are_refused(keras_model, tmp_path, capsys):
+    """A diverged or damaged file: refused at import, not a model that answers "0 (confidence nan)"."""
+    path = tmp_path / "nan.h5"
+    write_keras2_weights(keras_model, path)
+    with h5py.File(path, "r+") as f:
+        kernels = []
+        f.visititems(lambda name, obj: kernels.append(name) if name.endswith("kernel:0") else None)
+        kernel = f[kernels[-1]]
+        values = kernel[...]
+        values.flat[7] = np.nan
+        kernel[...] = values
+    status, out, err = cli(capsys, "import-keras", str(path), "--no-check")
+    assert status == 2 and "NaN or infinite weights in" in err and "not imported" in err, err
+    assert not (tmp_path / "nan.pt").exists()

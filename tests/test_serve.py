@@ -190,7 +190,11 @@ def test_errors(client, case):
     r = client.post("/api/predict", **make_request())
     assert r.status_code == status, (case, r.text)
     detail = r.json()["detail"]
-    assert isinstance(detail, str) and detail
+    assert isinstance(detail, str) and detail and "\n" not in detail
+    assert not INTERNALS.search(detail), detail
+
+
+INTERNALS = re.compile(r"0x[0-9a-fA-F]{6,}|<[\w.]+ .*>|Traceback")  # heap addresses, object reprs
 
 
 def test_hostile_bytes_never_500(client):
@@ -207,6 +211,7 @@ def test_hostile_bytes_never_500(client):
         r = client.post("/api/predict", content=bytes(data), headers={"content-type": "image/png"})
         statuses.add(r.status_code)
         assert r.status_code == 200 or (400 <= r.status_code < 500 and r.json()["detail"]), (i, r.text)
+        assert r.status_code == 200 or not INTERNALS.search(r.json()["detail"]), (i, r.text)
     assert 200 in statuses and len(statuses) > 1  # the corruptions really did hit both outcomes
 
 
@@ -394,7 +399,8 @@ def server_side_owner(port: int) -> dict[int, int]:
 
 def test_workers_share_keep_alive_connections_evenly(trained_run, tmp_path):
     """16 keep-alive clients on --workers 2 end up 8 and 8 (the kernel alone splits them evenly only ~1 time in
-    5; done twice, a server without Rebalance passes ~1 time in 25)."""
+    5; done twice, a server without Rebalance passes ~1 time in 25), with a few reconnections, not a close on
+    every request. The clients keep asking until the split is even (a busy machine only makes that slower)."""
     import http.client
 
     with running_server(trained_run, tmp_path / "server.log", "--workers", "2") as (base, proc):
@@ -402,23 +408,34 @@ def test_workers_share_keep_alive_connections_evenly(trained_run, tmp_path):
         port = int(base.rsplit(":", 1)[1])
         for attempt in range(2):
             clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(16)]
-            closed = 0
-            for _ in range(40):  # a client told "Connection: close" reconnects on its next request
+            closed = requests = 0
+            for _ in range(400):  # a client told "Connection: close" reconnects on its next request
                 for c in clients:
                     c.request("GET", "/api/health")
                     r = c.getresponse()
                     assert r.status == 200 and r.read()
                     closed += r.getheader("connection") == "close"
-            for c in clients:  # every client connected, so that each one is counted
-                c.request("GET", "/api/health")
-                c.getresponse().read()
-            owners = server_side_owner(port)
-            held = [owners[c.sock.getsockname()[1]] for c in clients]
-            assert sorted({p: held.count(p) for p in held}.values()) == [8, 8], (attempt, held, closed)
-            assert closed <= 16  # a few reconnections, not a close on every request
+                    requests += 1
+                if requests % (16 * 20) == 0 and split(clients, port) == [8, 8]:
+                    break
+            held = split(clients, port)
+            assert held == [8, 8], (attempt, held, closed, requests)
+            # Evening out 16/0 takes 8 moves, each a coin toss: ~16 closes on average, 64 is far in the tail;
+            # a balancer that closed every request would close hundreds.
+            assert closed <= 64 and closed < requests // 4, (closed, requests)
             for c in clients:
                 c.close()
             time.sleep(0.5)  # the workers see the 16 connections close before the next round
+
+
+def split(clients, port: int) -> list[int]:
+    """How many of the clients each worker holds, sorted (every client connected first, so each is counted)."""
+    for c in clients:
+        c.request("GET", "/api/health")
+        c.getresponse().read()
+    owners = server_side_owner(port)
+    held = [owners[c.sock.getsockname()[1]] for c in clients]
+    return sorted({p: held.count(p) for p in held}.values())
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -5,7 +5,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -73,6 +75,97 @@ def test_ctrl_c_saves_and_says_how_to_continue(tmp_path):
     assert "interrupted at step" in err and "Traceback" not in err
     step = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"]
     assert step >= 10
+
+
+# Sends a signal to its own training process right after optimizer step N (a seeded moment), then trains.
+SIGNAL_AT_STEP = """
+import os, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+at, sig, times = int(sys.argv[1]), getattr(signal, sys.argv[2]), int(sys.argv[3])
+steps = [0]
+def after_step(opt, args, kwargs):
+    steps[0] += 1
+    if steps[0] == at:
+        for _ in range(times):
+            os.kill(os.getpid(), sig)
+register_optimizer_step_post_hook(after_step)
+from mnist_cnn.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def train_signalled(run_dir, at: int, sig: str, times: int = 1):
+    return subprocess.run([sys.executable, "-c", SIGNAL_AT_STEP, str(at), sig, str(times), "train", "--run-dir",
+                           str(run_dir), *SMALL], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight")
+    proc = train_process(run_dir)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    return run_dir
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_right_after_a_step_saves_that_step_and_resumes_exactly(straight_run, tmp_path, sig):
+    """The signal lands just after optimizer step 50 updated the weights: the checkpoint is step 50, whole."""
+    stopped = train_signalled(tmp_path, 50, sig)
+    assert stopped.returncode == 2, stopped.stderr
+    assert f"error: interrupted at step 50 ({sig}): saved" in stopped.stderr and "--resume auto" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 50
+    resumed = train_process(tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    a, b = load_checkpoint(straight_run / "checkpoints" / "last.pt"), load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "weights differ"
+    moments = [(x[k], y[k]) for x, y in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())
+               for k in x]
+    assert all(torch.equal(x, y) for x, y in moments), "Adam state differs"
+
+
+def test_a_second_signal_exits_at_once_without_saving(tmp_path):
+    r = train_signalled(tmp_path, 50, "SIGINT", times=2)
+    assert r.returncode == 128 + signal.SIGINT, r.stderr
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 40  # the last periodic save
+
+
+def test_a_second_training_in_the_same_run_folder_is_refused(tmp_path):
+    first = train_process(tmp_path)
+    try:
+        wait_for_checkpoint(tmp_path / "checkpoints", 10, first)
+        second = subprocess.run([sys.executable, "-m", "mnist_cnn", "train", "--run-dir", str(tmp_path), *SMALL,
+                                 "--seed", "1", "--lr", "0.01"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"error: run folder {tmp_path} is in use by pid {first.pid} (another training): wait for it to finish, "
+        f"stop it, or choose another --run-dir")
+
+
+def test_resuming_another_seed_is_refused_with_what_differs(straight_run):
+    r = subprocess.run([sys.executable, "-m", "mnist_cnn", "train", "--run-dir", str(straight_run), *SMALL,
+                        "--seed", "4"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "trained with --seed 3 (asked for now: 4)" in r.stderr and "--resume never" in r.stderr
+
+
+def test_a_changed_recipe_is_a_warning(capsys):
+    from mnist_cnn.runfolder import check_same_run
+
+    check_same_run({"seed": 3, "epochs": 1, "lr": 0.002}, {"seed": 3, "epochs": 2, "lr": 0.002}, Path("run"))
+    assert "warning: run was trained with --epochs 1; continuing with 2" in capsys.readouterr().err
+
+
+def test_a_run_folder_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    r = subprocess.run([sys.executable, "-m", "mnist_cnn", "train", "--run-dir", str(tmp_path / "run"), *SMALL],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"error: run folder {tmp_path / 'run'} is a file, not a folder: choose another --run-dir")
 
 
 def test_onecycle_schedule_shape():
