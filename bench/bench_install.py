@@ -6,13 +6,15 @@ Builds the wheel from this tree and installs it into a fresh venv (or measures `
 before), then: the venv's size on disk (every file's bytes, pip and setuptools included) and its largest
 packages; and the wall time of ``mnist-cnn predict samples/7_mnist_test_0017.png`` as a new process each time,
 from a folder with no runs/ (so the best shipped model answers), median of ``--runs`` after one unmeasured run
-that fills the page cache. Prints a table and writes bench/results/install.json.
+that fills the page cache, with the CPU time (user + system) of each run: on a busy machine the wall time
+follows the load, the CPU time much less. Prints a table and writes bench/results/install.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -34,16 +36,23 @@ def largest_packages(venv: Path, n: int = 8) -> dict[str, float]:
     return {k: round(v / 2**20, 1) for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:n]}
 
 
-def cold_predict(venv: Path, runs: int, cwd: Path) -> tuple[list[float], str]:
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cold_predict(venv: Path, runs: int, cwd: Path) -> tuple[list[float], list[float], str]:
+    """(wall seconds, CPU seconds) of each measured run, and the line that names the model."""
     env = outside_env()
-    times, out = [], None
+    times, cpu, out = [], [], None
     for i in range(runs + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), child_cpu()
         out = subprocess.run([str(venv / "bin/mnist-cnn"), "predict", str(SAMPLE)], capture_output=True,
                              text=True, cwd=cwd, env=env, check=True)
         if i:  # the first run only fills the page cache
             times.append(time.perf_counter() - t0)
-    return times, out.stderr.strip()
+            cpu.append(child_cpu() - c0)
+    return times, cpu, out.stderr.strip()
 
 
 def main() -> None:
@@ -56,17 +65,19 @@ def main() -> None:
         probe = subprocess.run([str(venv / "bin/python"), "-c", "import torch"], capture_output=True,
                                env=outside_env())
         has_torch = probe.returncode == 0
-        times, said = cold_predict(venv, args.runs, Path(tmp))
+        load = os.getloadavg()[0]
+        times, cpu, said = cold_predict(venv, args.runs, Path(tmp))
         size = size_of(venv)
         packages = largest_packages(venv)
     row = {"venv MiB": f"{size / 2**20:.0f}", "torch": "yes" if has_torch else "no",
            "predict s (median)": f"{median(times):.3f}", "min": f"{min(times):.3f}", "max": f"{max(times):.3f}",
-           "runs": len(times)}
+           "CPU s (median)": f"{median(cpu):.3f}", "runs": len(times), "load": f"{load:.1f}"}
     print(table([row], list(row)))
     print("largest packages (MiB): " + ", ".join(f"{k} {v}" for k, v in packages.items()))
     print(f"model: {said}")
     path = write_json("install", {"venv_bytes": size, "has_torch": has_torch, "predict_seconds": times,
-                                  "predict_median_s": median(times), "largest_packages_mib": packages,
+                                  "predict_median_s": median(times), "predict_cpu_seconds": cpu,
+                                  "predict_cpu_median_s": median(cpu), "load_before": load, "largest_packages_mib": packages,
                                   "model_line": said})
     print(f"wrote {path}")
 

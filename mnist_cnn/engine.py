@@ -19,6 +19,7 @@ intra-op threads, which synchronise after every layer (bench/bench_infer.py comp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import threading
@@ -109,16 +110,34 @@ def read_onnx(source: str | Path | bytes) -> tuple[dict[str, str], bytes]:
     """(the mnist-cnn metadata export.py wrote, the file's bytes) of an ONNX file whose graph is intact.
 
     Raises MnistCnnError when the file is missing, not ONNX, or its graph does not match the recorded
-    ``payload_sha256`` (a file exported before the hash existed has none and is taken as it is).
+    ``payload_sha256`` (a file exported before the hash existed has none and is taken as it is). A file is
+    read and checked once while it is unchanged (resolve.py checks it, then the engine runs the same bytes).
     """
-    where = "" if isinstance(source, bytes) else f" {source}"
+    if isinstance(source, bytes):
+        return _checked(source, "")
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        st = os.stat(source)
+    except OSError as e:
+        raise MnistCnnError(f"cannot load ONNX model {source}: {e.strerror or e}") from None
+    return _read_file(str(Path(source).resolve()), st.st_mtime_ns, st.st_size, str(source))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_file(path: str, _mtime_ns: int, _size: int, shown: str) -> tuple[dict[str, str], bytes]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise MnistCnnError(f"cannot load ONNX model {shown}: {e.strerror or e}") from None
+    return _checked(data, f" {shown}")
+
+
+def _checked(data: bytes, where: str) -> tuple[dict[str, str], bytes]:
+    try:
         fields = _fields(data)
         entries = [_fields(e) for e in fields.get(METADATA_FIELD, [])]
         props = {e[1][0].decode(): e.get(2, [b""])[0].decode() for e in entries if 1 in e}
-    except (OSError, ValueError, MnistCnnError) as e:  # ValueError: metadata that is not UTF-8
-        raise MnistCnnError(f"cannot load ONNX model{where}: {getattr(e, 'strerror', None) or e}") from None
+    except (ValueError, MnistCnnError) as e:  # ValueError: metadata that is not UTF-8
+        raise MnistCnnError(f"cannot load ONNX model{where}: {e}") from None
     meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     recorded = meta.get(PAYLOAD_KEY)
     if recorded and (GRAPH_FIELD not in fields or hashlib.sha256(fields[GRAPH_FIELD][0]).hexdigest() != recorded):
