@@ -160,7 +160,8 @@ def two_nodes(tmp_path_factory) -> dict:
     from mnist_cnn.train import Run
 
     base = tmp_path_factory.mktemp("two_nodes")
-    start = Run(TrainConfig(batch_size=64, seed=0, device="cpu", run_dir=str(base / "b" / "run")))
+    start = Run(TrainConfig(batch_size=64, seed=0, device="cpu", limit=2048, epochs=1, precision="fp32",
+                            run_dir=str(base / "b" / "run")))  # the same run as COMMON's: resume accepts it
     start.ckpts.save(start.state())
     before = {"a": {}, "b": tree(base / "b")}
     launcher = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",

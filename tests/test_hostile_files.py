@@ -110,3 +110,18 @@ def test_train_data_survives_a_bad_file(tmp_path, bad):
                 "--no-export-onnx", "--device", "cpu", timeout=300)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert f"skipped {folder / '7' / bad}" in r.stderr
+
+
+def test_a_model_with_nan_weights_is_refused_not_printed_as_nan(trained_run, tmp_path):
+    """predict said "0 (confidence nan)", verdict ok, and --json printed bare NaN (invalid JSON)."""
+    from mnist_cnn.checkpoint import checkpoint_bytes, load_checkpoint
+
+    ckpt = load_checkpoint(trained_run / "checkpoints" / "best.pt")
+    ckpt["model"]["fc2.bias"][3] = float("nan")
+    state = {k: v for k, v in ckpt.items() if k not in ("format_version", "payload_sha256")}
+    (tmp_path / "nan.pt").write_bytes(checkpoint_bytes(state))
+    r = run_cli("predict", "--checkpoint", str(tmp_path / "nan.pt"), "--json", str(SAMPLES / "7_mnist_test_0017.png"),
+                timeout=120)
+    assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+    assert r.stderr.strip() == (f"error: the model in {tmp_path / 'nan.pt'} gives NaN or infinite outputs: its "
+                                f"weights are damaged (NaN/inf); retrain it or use another checkpoint")
