@@ -33,8 +33,11 @@ COMMON = ["--limit", "2048", "--epochs", "1", "--save-every", "4", "--keep", "0"
           "--no-export-onnx", "--seed", "0", "--device", "cpu"]
 # Single process vs 2 ranks: the same images, but a gradient is summed over 64 images in one process and
 # over 2 x 32 then all-reduced in two, so float32 rounding differs in the last bits; Adam carries that
-# through 29 steps. Measured: max |difference| 1.4e-6 on weights of size ~0.1; this bound is 70x that.
-WEIGHT_TOL = 1e-4
+# through 29 steps. Adam divides each parameter's step by its own gradient scale, so where a gradient is near
+# zero a last-bit difference can move that parameter's update by up to about the learning rate (2e-3).
+# Measured max |difference| on weights of size ~0.1: 1.4e-6 on an AVX2 CPU, 2.5e-4 on an AVX-512 one (other
+# kernels, other summation order). Half a learning rate bounds it; a wrong reduction shows in the metrics too.
+WEIGHT_TOL = 1e-3
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists() or not torch.distributed.is_gloo_available(),
                                 reason="needs torchrun and the gloo backend")
