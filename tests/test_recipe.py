@@ -7,7 +7,7 @@ from mnist_cnn.checkpoint import load_checkpoint
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import load_mnist
 from mnist_cnn.model import build_model
-from mnist_cnn.onnx_engine import OnnxEngine
+from mnist_cnn.engine import OnnxEngine
 from mnist_cnn.train import is_best, train
 from test_train import train_process, wait_for_checkpoint
 
