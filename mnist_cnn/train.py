@@ -423,6 +423,10 @@ def _train(run: Run) -> dict:
         if run.best_acc != test_acc:
             run.log(f"best.pt (chosen on {n_held} held-out images) has test accuracy {run.best_acc:.4f}")
         run.log(f"run folder: {run.dir}  ({time.perf_counter() - t0:.1f}s)")
+    # Every rank waits here for rank 0's export and output, so that they tear the process group down
+    # together: gloo's threads can still hold a peer's last message otherwise, and aborting them kills the
+    # process (SIGABRT, "terminate called without an active exception").
+    D.barrier(d)
     return {"test_acc": test_acc, "best_acc": run.best_acc, "step": run.step, "run_dir": str(run.dir)}
 
 
