@@ -1,8 +1,8 @@
 """Checkpoints: atomic writes, plain data only, a format version, keep-last-N, last and best.
 
 Files in ``<run>/checkpoints/``: ``cp-{step:07d}.pt`` (the tutorial's ``cp-`` prefix), ``last.pt`` (the newest
-state) and ``best.pt`` (the best test accuracy). Every file loads with ``torch.load(weights_only=True)``, so a
-checkpoint cannot run code when opened. Each file records the SHA-256 of its contents (``payload_sha256``,
+state) and ``best.pt`` (chosen on held-out images: recipe.is_best). Every file loads with
+``torch.load(weights_only=True)``, so a checkpoint cannot run code when opened. Each file records the SHA-256 of its contents (``payload_sha256``,
 over every tensor's bytes and every other value), checked at load along with the model's layer shapes: a
 flipped bit or a foreign file is an error when named explicitly and skipped by ``latest`` (resume).
 """

@@ -69,7 +69,7 @@ def restart_store(world: int) -> dist.Store | None:
     restarts, so the restarted process group finds the keys of the attempt before it (the killed worker's
     address) and init_process_group hangs or fails (torch 2.13; pytorch/pytorch#135712). With one agent
     (GROUP_WORLD_SIZE 1) every worker has the same TORCHELASTIC_RESTART_COUNT, so it makes a safe prefix.
-    Several machines: launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (see the README).
+    Several machines: launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (see docs/scaling-out.md).
     """
     env = os.environ
     attempt = int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))

@@ -71,7 +71,7 @@ class ModelInfo(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
     model_name: str | None = None
     parameters: int | None = Field(None, description="trainable parameters (None when the engine cannot tell)")
-    test_accuracy: float | None = Field(None, description="the checkpoint's best test accuracy")
+    test_accuracy: float | None = Field(None, description="the test accuracy of the checkpoint (chosen on held-out images)")
     step: int | None = Field(None, description="optimizer steps the checkpoint was trained for")
     engine: str
     checkpoint: str

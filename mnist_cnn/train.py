@@ -27,12 +27,11 @@ from tqdm import tqdm
 
 from mnist_cnn import MnistCnnError
 from mnist_cnn import distributed as D
-from mnist_cnn.augment import augment, step_generator
+from mnist_cnn import recipe
 from mnist_cnn.checkpoint import CheckpointManager, load_checkpoint, remove_stale_temps
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import load_digits
 from mnist_cnn.model import build_model, count_parameters
-from mnist_cnn.outliers import non_digits
 from mnist_cnn.precision import choose as choose_precision
 from mnist_cnn.runfolder import check_same_run, lock_run_folder
 
@@ -78,22 +77,6 @@ def to_input(images_u8: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def training_input(cfg: TrainConfig, images_u8: torch.Tensor, step: int, rank: int) -> torch.Tensor:
-    """The step's input: the digits, then ``--outliers`` non-digits, all augmented with ``--augment``.
-
-    Drawn from a generator seeded by (seed, step, rank), so a resumed run sees exactly the same inputs.
-    """
-    x = to_input(images_u8)
-    if not (cfg.augment or cfg.outliers):
-        return x
-    g = step_generator(cfg.seed, step, x.device, rank)
-    if cfg.outliers:
-        x = torch.cat([x, non_digits(round(cfg.outliers * len(x)), g, x.device)])
-    if cfg.augment:
-        x = augment(x, g)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
 def load_split(cfg: TrainConfig, split: str, device: torch.device, limit: int = 0) -> Dataset:
     parts = [load_digits(cfg.data or None, split, limit)]
     if split == "train" and cfg.data and cfg.mix_mnist:  # fine-tuning on your digits with some MNIST mixed in
@@ -129,9 +112,6 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
 
 
 # ---------------------------------------------------------------- steps
-OUTLIER_WEIGHT = 0.5  # the outlier-exposure loss's weight against the digits' (Hendrycks et al. use 0.5)
-
-
 def train_step(run: "Run", model, images, labels, global_count: int) -> tuple:
     """One optimizer step on this rank's share of a global batch.
 
@@ -140,14 +120,14 @@ def train_step(run: "Run", model, images, labels, global_count: int) -> tuple:
     Non-digits (``--outliers``) add the cross-entropy to the uniform distribution, averaged.
     """
     cfg, world = run.cfg, run.dist.world
-    x = training_input(cfg, images, run.step, run.dist.rank)
+    x = recipe.training_input(cfg, to_input(images), run.step, run.dist.rank)
     with autocast(run.device, run.bf16):
         logits = model(x).float()
     digits, others = logits[:len(labels)], logits[len(labels):]
     loss_sum = F.cross_entropy(digits, labels, reduction="sum", label_smoothing=cfg.label_smoothing)
     loss = loss_sum * (world / global_count)
     if len(others):
-        loss = loss - OUTLIER_WEIGHT * F.log_softmax(others, 1).mean()
+        loss = loss + recipe.outlier_loss(others)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
@@ -196,21 +176,6 @@ def fit_run_temperature(model: nn.Module, held_out: Dataset, bf16: bool) -> tupl
     return temperature, acc, fit_energy_threshold(logits, temperature)
 
 
-def ema_update(decay: float):
-    """AveragedModel's update with a warm-up: decay min(decay, (1 + n) / (10 + n)) after n updates, so the
-    average does not drag the random initial weights along for thousands of steps (as timm's ModelEmaV3)."""
-
-    def update(averaged: list, current: list, n_averaged: torch.Tensor) -> None:
-        n = float(n_averaged)
-        d = min(decay, (1 + n) / (10 + n))
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1 - d)
-        else:  # BatchNorm's step counters: the current count
-            torch._foreach_copy_(averaged, current)
-
-    return update
-
-
 # ---------------------------------------------------------------- the run
 class Run:
     """A training run's state and files: model, optimizer, position, the run folder."""
@@ -237,7 +202,7 @@ class Run:
         if cfg.ema:
             from torch.optim.swa_utils import AveragedModel
 
-            self.ema = AveragedModel(self.raw_model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True)
+            self.ema = AveragedModel(self.raw_model, multi_avg_fn=recipe.ema_update(cfg.ema), use_buffers=True)
         self.step, self.history, self.temperature = 0, [], 1.0
         self.best_val, self.best_acc = -1.0, 0.0  # the best held-out accuracy seen (is_best), best.pt's test accuracy
         self.reject_energy = None  # "not a digit" above this energy (calibrate.py); None: confidence only
@@ -395,7 +360,7 @@ def _train(run: Run) -> dict:
     run.log(f"training {cfg.model} ({count_parameters(run.raw_model):,} parameters) on {len(train_data):,} "
             f"images, {cfg.epochs} epochs of {steps_per_epoch} steps, batch {global_batch}"
             f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}, {run.precision_why}"
-            f"{recipe_note(cfg)}")
+            f"{recipe.note(cfg)}")
     test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
     try:
         for epoch in range(run.step // steps_per_epoch, cfg.epochs):
@@ -430,26 +395,6 @@ def _train(run: Run) -> dict:
     return {"test_acc": test_acc, "best_acc": run.best_acc, "step": run.step, "run_dir": str(run.dir)}
 
 
-def is_best(val_acc: float, best_val: float, n: int) -> bool:
-    """Whether this epoch's weights become best.pt: held-out images choose, the test set is only reported.
-
-    The newest weights win unless their held-out accuracy is more than one standard error below the best seen
-    (the one-standard-error rule): on 2,000 held-out images a few images' difference is noise, and then the
-    longer-trained weights are the better bet. Without held-out images the newest weights win.
-    """
-    if n == 0:
-        return True
-    top = max(val_acc, best_val)
-    return val_acc >= top - math.sqrt(top * (1 - top) / n)
-
-
-def recipe_note(cfg: TrainConfig) -> str:
-    parts = [name for name, on in (("augmented", cfg.augment), (f"{cfg.outliers:g} outliers", cfg.outliers),
-                                   (f"label smoothing {cfg.label_smoothing:g}", cfg.label_smoothing),
-                                   (f"EMA {cfg.ema:g}", cfg.ema)) if on]
-    return f"; {', '.join(parts)}" if parts else ""
-
-
 def _continue_with_new_batch(run: Run, n: int, global_batch: int, steps_per_epoch: int, total_steps: int) -> None:
     """Resumed with another global batch: continue at the same image of the epoch's order."""
     saved_step = run.step
@@ -471,7 +416,7 @@ def _end_epoch(run: Run, epoch: int, loss: float, acc: float, test_data: Dataset
                         "test_acc": round(test_acc, 5), "val_acc": round(val_acc, 5),
                         "temperature": round(run.temperature, 4), "lr": lr_at(run.step - 1, total_steps, run.cfg),
                         "seconds": round(seconds, 2)})
-    best = is_best(val_acc, run.best_val, len(held_out))
+    best = recipe.is_best(val_acc, run.best_val, len(held_out))
     run.best_val = max(run.best_val, val_acc) if len(held_out) else run.best_val
     if best:
         run.best_acc = test_acc

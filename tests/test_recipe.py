@@ -8,7 +8,8 @@ from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import load_mnist
 from mnist_cnn.model import build_model
 from mnist_cnn.engine import OnnxEngine
-from mnist_cnn.train import is_best, train
+from mnist_cnn.recipe import is_best
+from mnist_cnn.train import train
 from test_train import train_process, wait_for_checkpoint
 
 RECIPE = ["--augment", "--outliers", "0.125", "--label-smoothing", "0.05", "--ema", "0.99"]
