@@ -77,6 +77,9 @@ class Rebalance:
         await self.app(scope, receive, send_and_close)
 
 
+ORPHAN_GRACE_S = 10.0  # seconds an orphaned worker gets to shut down gracefully before it exits at once
+
+
 def run_worker(settings: dict, index: int, counts) -> None:
     """One process of ``serve --workers N``: its own model, its own socket on the shared port; ``counts``: the
     workers' open connections (shared memory, for Rebalance), this worker's at ``index``."""
@@ -97,7 +100,9 @@ def run_worker(settings: dict, index: int, counts) -> None:
     def orphaned() -> None:  # the supervisor was killed outright (SIGKILL): stop instead of serving on alone
         while os.getppid() == parent:
             time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(1)  # still running: the graceful shutdown hangs, and an orphan must not serve on
 
     threading.Thread(target=orphaned, name="watch-supervisor", daemon=True).start()
     sock = listening_socket(settings["host"], settings["port"], shared=True)
