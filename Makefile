@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: setup run test bench models clean help
+.PHONY: setup run test bench bench-tf models clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -33,8 +33,12 @@ test: setup  ## the whole test suite (CPU; a few minutes on 2 cores)
 bench: setup  ## every benchmark in bench/ (minutes; prints tables, writes bench/results/*.json)
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
+bench-tf:  ## a venv with TensorFlow (.venv-tf) so that bench/bench_train.py also times the tutorial's own train.py
+	test -x .venv-tf/bin/python || $(PYTHON) -m venv .venv-tf
+	.venv-tf/bin/pip install -q tensorflow-cpu==2.21.0
+
 models: setup  ## train every shipped model's recipe from scratch and publish it into mnist_cnn/models/ (long)
 	$(PY) scripts/models.py
 
 clean:  ## remove the venv and run folders
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-tf runs .pytest_cache

@@ -79,12 +79,13 @@ PEAK_RSS_WRAPPER = (
 )
 
 
-def run_measured(target: str, args: list[str], env: dict | None = None, timeout: float = 3600):
+def run_measured(target: str, args: list[str], env: dict | None = None, timeout: float = 3600,
+                 python: str = sys.executable):
     """(wall seconds, peak RSS MiB, stdout, stderr) of ``python target args`` as a whole process."""
     import time
 
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, target, *args], capture_output=True,
+    proc = subprocess.run([python, "-c", PEAK_RSS_WRAPPER, target, *args], capture_output=True,
                           text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
