@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import os
@@ -318,12 +319,12 @@ def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 80
     if workers > 1:
         if not hasattr(socket, "SO_REUSEPORT"):
             raise MnistCnnError("--workers above 1 needs SO_REUSEPORT (Linux): use --workers 1 here")
-        settings = {"checkpoint": str(predictor.checkpoint), "engine": predictor.engine.name, "host": host,
-                    "port": port, "threads": threads or max(1, usable_cores() // workers), "log_level": log_level}
+        make_app = functools.partial(create_app, str(predictor.checkpoint), engine=predictor.engine.name,
+                                     threads=threads or max(1, usable_cores() // workers))
         del predictor  # each worker loads its own
         print(f"serving {where} on http://{host}:{port}/ with {workers} worker processes  (Ctrl-C stops)",
               flush=True)
-        supervise(settings, workers)
+        supervise(make_app, {"host": host, "port": port, "log_level": log_level}, workers)
         return
     print(f"serving {where} on http://{host}:{port}/  (Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(predictor=predictor, threads=threads), host=host, port=port, log_level=log_level,

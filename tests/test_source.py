@@ -1,0 +1,87 @@
+"""Checks on the package's source, read with ``ast`` (nothing is imported): no import cycles.
+
+    PYTHONPATH=. .venv/bin/python -m pytest -q tests/test_source.py
+"""
+
+from __future__ import annotations
+
+import ast
+
+import mnist_cnn
+from conftest import ROOT
+
+PACKAGE = ROOT / "mnist_cnn"
+
+
+def modules() -> dict[str, ast.Module]:
+    """Every module of the package by dotted name, parsed; the package's own __init__ is not among them."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = ast.parse(path.read_text(), str(path))
+    del found["mnist_cnn"]
+    return found
+
+
+def imported(node: ast.Import | ast.ImportFrom, here: str, known: set[str]) -> set[str]:
+    """The package's modules that one import statement in module ``here`` loads."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        base = node.module or ""
+        if node.level:  # relative: from . import x, from .x import y
+            base = ".".join(here.split(".")[:-node.level] + ([base] if base else []))
+        # from mnist_cnn import predict (a module), Predictor (a lazy name: its module), MnistCnnError (neither)
+        names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known
+                 else mnist_cnn.LAZY.get(a.name, base) if base == "mnist_cnn" else base for a in node.names]
+    return {n for n in names if n in known}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module → the package's modules it imports, at module level or inside a function or class alike.
+
+    Function-level imports count: a cycle through one works only as long as the function is not called while
+    the other module is still being imported, and it still ties the two modules into one. The package's
+    __init__ is left out: importing any submodule runs it first, so it must not import submodules while it
+    runs (tests/test_api.py checks that ``import mnist_cnn`` loads none); its lazy names (``LAZY``) load their
+    module on first use, and here they count as an import of that module.
+    """
+    trees = modules()
+    return {name: set().union(*[imported(n, name, set(trees)) for n in ast.walk(tree)
+                                if isinstance(n, (ast.Import, ast.ImportFrom))]) - {name}
+            for name, tree in trees.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (a → … → a) through each group of modules that import one another, found depth first."""
+    found, done = [], set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                cycle = path[path.index(nxt):] + [nxt]
+                if not any(set(cycle) <= set(c) for c in found):
+                    found.append(cycle)
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(node)
+
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start])
+    return found
+
+
+def test_the_graph_sees_function_level_and_lazy_imports():
+    graph = import_graph()
+    assert "mnist_cnn.checkpoint" in graph["mnist_cnn.engine"]  # imported inside TorchEngine.__init__
+    assert "mnist_cnn.predict" in graph["mnist_cnn.cli"]  # imported inside cmd_predict
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_no_import_cycles():
+    found = cycles(import_graph())
+    assert not found, "import cycles: " + "; ".join(" → ".join(m.removeprefix("mnist_cnn.") for m in c)
+                                                    for c in found)
