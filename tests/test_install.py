@@ -103,8 +103,9 @@ def test_evaluate_needs_data_outside_a_checkout_and_reads_a_labelled_folder(venv
 
 def test_serve_answers_over_http(venv, photo, tmp_path):
     port = free_port()
-    server = subprocess.Popen([str(venv / "bin/mnist-cnn"), "serve", "--port", str(port)], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    # two workers: the installed package's supervisor starts them, whatever the cores here
+    server = subprocess.Popen([str(venv / "bin/mnist-cnn"), "serve", "--port", str(port), "--workers", "2"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                               env=outside_env())
     base = f"http://127.0.0.1:{port}"
     try:
