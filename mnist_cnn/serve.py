@@ -8,9 +8,9 @@ UI, served by the app itself like every other asset: it works offline).
 ``create_app`` is the app factory; its lifespan loads one Predictor (the CLI's) unless one is passed in. The
 CPU work of a prediction runs in worker threads, never on the event loop, so concurrent requests are served
 together: a ThreadPoolExecutor of about one thread per core (more threads only fight over the GIL), through
-``loop.run_in_executor``, which costs about half a millisecond less per request here than anyio's
-``to_thread`` (bench/bench_serve.py: 1.59 against 2.08 ms of server CPU per request). For more than one core's
-worth of Python, ``serve`` runs several processes, by default one per usable core (``--workers``, workers.py).
+``loop.run_in_executor``, which costs less server CPU per request than anyio's ``to_thread`` (both measured
+with bench/bench_serve.py). For more than one core's worth of Python, ``serve`` runs several processes, by
+default one per usable core (``--workers``, workers.py).
 """
 
 from __future__ import annotations

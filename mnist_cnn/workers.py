@@ -94,7 +94,7 @@ def run_worker(make_app, settings: dict, index: int, counts) -> None:
 
     # Its own process group, so that a terminal's Ctrl-C reaches the supervisor only, which stops each worker
     # once. Not its own session (setsid): Linux's autogroup scheduler would then give every worker a group of
-    # its own, and bench/bench_serve.py measured 15 % more CPU per request and 17 % fewer requests/s that way.
+    # its own, which costs CPU per request and requests per second under load (bench/bench_serve.py shows it).
     os.setpgid(0, 0)
     parent = os.getppid()
 
@@ -120,7 +120,7 @@ def supervise(make_app, settings: dict, workers: int) -> None:
 
     Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new connections among them at
     random (uvicorn's own ``workers=N`` shares one socket, and whichever process wakes first accepts most of a
-    burst of connections: 29 of 32 in bench/bench_serve.py, which doubled the latency on that process), and
+    burst of connections, whose requests then queue behind one another in that process), and
     Rebalance evens out the keep-alive connections that chance left uneven.
     """
     import multiprocessing
