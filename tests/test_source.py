@@ -1,4 +1,4 @@
-"""Checks on the package's source, read with ``ast`` (nothing is imported): no import cycles.
+"""Checks on the package's source, read with ``ast``: no import cycles.
 
     PYTHONPATH=. .venv/bin/python -m pytest -q tests/test_source.py
 """
@@ -14,14 +14,13 @@ PACKAGE = ROOT / "mnist_cnn"
 
 
 def modules() -> dict[str, ast.Module]:
-    """Every module of the package by dotted name, parsed; the package's own __init__ is not among them."""
+    """Every module of the package by dotted name (its __init__ as ``mnist_cnn``), parsed."""
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(ROOT).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
         found[".".join(parts)] = ast.parse(path.read_text(), str(path))
-    del found["mnist_cnn"]
     return found
 
 
@@ -33,10 +32,19 @@ def imported(node: ast.Import | ast.ImportFrom, here: str, known: set[str]) -> s
         base = node.module or ""
         if node.level:  # relative: from . import x, from .x import y
             base = ".".join(here.split(".")[:-node.level] + ([base] if base else []))
-        # from mnist_cnn import predict (a module), Predictor (a lazy name: its module), MnistCnnError (neither)
-        names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known
-                 else mnist_cnn.LAZY.get(a.name, base) if base == "mnist_cnn" else base for a in node.names]
+        names = [from_import(base, a.name, known) for a in node.names]
     return {n for n in names if n in known}
+
+
+def from_import(base: str, name: str, known: set[str]) -> str:
+    """The module ``from base import name`` loads: the submodule ``base.name`` when there is one (``from mnist_cnn
+    import predict``), the module of one of the package's lazy names (``from mnist_cnn import Predictor``), else
+    ``base`` itself (``from mnist_cnn.predict import Predictor``, ``from mnist_cnn import MnistCnnError``)."""
+    if f"{base}.{name}" in known:
+        return f"{base}.{name}"
+    if base == "mnist_cnn":
+        return mnist_cnn.LAZY.get(name, base)
+    return base
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -49,13 +57,15 @@ def import_graph() -> dict[str, set[str]]:
     module on first use, and here they count as an import of that module.
     """
     trees = modules()
+    del trees["mnist_cnn"]
     return {name: set().union(*[imported(n, name, set(trees)) for n in ast.walk(tree)
                                 if isinstance(n, (ast.Import, ast.ImportFrom))]) - {name}
             for name, tree in trees.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """One cycle (a → … → a) through each group of modules that import one another, found depth first."""
+    """Import cycles (a → … → a), found depth first; one whose modules all lie on a cycle already found is
+    left out."""
     found, done = [], set()
 
     def visit(node: str, path: list[str]) -> None:
@@ -78,6 +88,8 @@ def test_the_graph_sees_function_level_and_lazy_imports():
     graph = import_graph()
     assert "mnist_cnn.checkpoint" in graph["mnist_cnn.engine"]  # imported inside TorchEngine.__init__
     assert "mnist_cnn.predict" in graph["mnist_cnn.cli"]  # imported inside cmd_predict
+    statement = ast.parse("from mnist_cnn import Predictor, MnistCnnError, predict").body[0]
+    assert imported(statement, "mnist_cnn.serve", set(graph)) == {"mnist_cnn.predict"}
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
 
 
@@ -85,3 +97,4 @@ def test_no_import_cycles():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" → ".join(m.removeprefix("mnist_cnn.") for m in c)
                                                     for c in found)
+
