@@ -1,4 +1,4 @@
-"""Checks on the package's source, read with ``ast``: no import cycles.
+"""Checks on the package's source, read with ``ast``: no import cycles, no function over 50 lines.
 
     PYTHONPATH=. .venv/bin/python -m pytest -q tests/test_source.py
 """
@@ -11,6 +11,7 @@ import mnist_cnn
 from conftest import ROOT
 
 PACKAGE = ROOT / "mnist_cnn"
+MAX_FUNCTION_LINES = 50
 
 
 def modules() -> dict[str, ast.Module]:
@@ -98,3 +99,22 @@ def test_no_import_cycles():
     assert not found, "import cycles: " + "; ".join(" → ".join(m.removeprefix("mnist_cnn.") for m in c)
                                                     for c in found)
 
+
+def long_functions(tree: ast.Module, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int, int]]:
+    """(name, first line, lines) of each function or method longer than ``limit`` lines, from its ``def`` line
+    to its last (decorators not counted); a nested function counts on its own and within its parent."""
+    return [(node.name, node.lineno, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_the_length_check_counts_each_function_and_nested_ones_on_their_own():
+    inner = "\n".join(f"        x{i} = {i}" for i in range(4))
+    tree = ast.parse(f"def outer():\n    def inner():\n{inner}\n    return inner\n\nasync def short():\n    pass\n")
+    assert long_functions(tree, limit=4) == [("outer", 1, 7), ("inner", 2, 5)]
+
+
+def test_no_function_over_50_lines():
+    found = [f"{name}:{line} {func} ({lines} lines)"
+             for name, tree in modules().items() for func, line, lines in long_functions(tree)]
+    assert not found, f"over {MAX_FUNCTION_LINES} lines, split them: " + "; ".join(found)
