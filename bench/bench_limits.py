@@ -93,8 +93,10 @@ def main() -> None:
     log_path = ROOT / "bench" / "results" / "limits-server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
+        # --workers 1: the process whose memory is measured is the one that serves
         server = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", args.checkpoint,
-                                   "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                                   "--port", str(port), "--workers", "1"], cwd=ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT)
         addr, rows = ("127.0.0.1", port), []
         try:
             while "Uvicorn running" not in log_path.read_text():

@@ -90,8 +90,9 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # --workers 1: the process whose memory is measured is the one that serves
     server = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", args.checkpoint,
-                               "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               "--port", str(port), "--workers", "1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
     try:
         for line in server.stderr:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mnist_cnn import MnistCnnError
-from mnist_cnn.resolve import CP_PATTERN
+from mnist_cnn.runfolder import CP_PATTERN
 
 FORMAT_VERSION = 1
 TMP_PATTERN = re.compile(r"^\.(.+)\.tmp(\d+)$")  # atomic_write's temp files: .<name>.tmp<pid>

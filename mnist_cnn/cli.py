@@ -242,16 +242,17 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="predictions run at once in each process, in worker threads (default: the CPU cores, "
                         "divided among the --workers)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="server processes sharing the port, each with its own model; for throughput use the "
-                        "number of CPU cores (default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="server processes sharing the port, each with its own model (default: one per CPU core "
+                        "this process may use, which serves the most requests; 1 where the system has no "
+                        "SO_REUSEPORT)")
     add_engine_arg(p)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from mnist_cnn.serve import serve
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise MnistCnnError(f"--workers must be at least 1, not {args.workers}")
     serve(chosen_model(args), host=args.host, port=args.port, threads=args.threads, engine=args.engine,
           workers=args.workers)

@@ -163,6 +163,7 @@ def new_session(model: str | Path | bytes):
 
 
 def usable_cores() -> int:
+    """The CPU cores this process may run on: a container or taskset may allow fewer than the machine has."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -14,17 +14,16 @@ resolves to and its weights are intact; else on the checkpoint (PyTorch), with a
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_cnn import MnistCnnError
 from mnist_cnn.engine import ONNX_NAME, read_onnx
+from mnist_cnn.runfolder import CP_PATTERN
 
 DEFAULT_RUN = Path("runs/mnist")
 SHIPPED = Path(__file__).resolve().parent / "models"
-CP_PATTERN = re.compile(r"^cp-(\d{7,})\.pt$")
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,15 @@ resuming from its half-finished checkpoint and overwriting its files.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
 from mnist_cnn import MnistCnnError, RunInUse
 
+# The numbered checkpoints in <run>/checkpoints/, cp-{step:07d}.pt: checkpoint.py writes and prunes them,
+# resolve.py (which must not import torch) picks the newest.
+CP_PATTERN = re.compile(r"^cp-(\d{7,})\.pt$")
 # A different value makes it another run, refused on --resume auto: its weights' initialisation and shuffling
 # (seed), or what it trains on (data, limit, holdout, mix_mnist). The model is checked by train.Run.resume.
 SAME_RUN_FIELDS = ("seed", "data", "limit", "holdout", "mix_mnist")

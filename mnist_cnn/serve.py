@@ -8,18 +8,18 @@ UI, served by the app itself like every other asset: it works offline).
 ``create_app`` is the app factory; its lifespan loads one Predictor (the CLI's) unless one is passed in. The
 CPU work of a prediction runs in worker threads, never on the event loop, so concurrent requests are served
 together: a ThreadPoolExecutor of about one thread per core (more threads only fight over the GIL), through
-``loop.run_in_executor``, which costs about half a millisecond less per request here than anyio's
-``to_thread`` (bench/bench_serve.py: 1.59 against 2.08 ms of server CPU per request). For more than one core's
-worth of Python, run several processes: ``--workers N`` (workers.py).
+``loop.run_in_executor``, which costs less server CPU per request than anyio's ``to_thread`` (both measured
+with bench/bench_serve.py). For more than one core's worth of Python, ``serve`` runs several processes, by
+default one per usable core (``--workers``, workers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
-import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +36,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from mnist_cnn import CorruptImage, MnistCnnError, NotAnImage, TooLarge, __version__
+from mnist_cnn.engine import usable_cores
 from mnist_cnn.http_limits import uvicorn_settings
 from mnist_cnn.memory import return_big_buffers
 from mnist_cnn.preprocess import MAX_PIXELS
@@ -224,13 +225,6 @@ def model_info(predictor) -> dict:
     return info
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # a container or taskset may allow fewer cores than the machine has
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def create_app(checkpoint: str | Path | None = None, predictor=None, threads: int | None = None,
                engine: str = "auto") -> FastAPI:
     """The FastAPI app. ``predictor``: use this one; else the lifespan loads ``checkpoint`` on ``engine``
@@ -299,32 +293,43 @@ def add_routes(app: FastAPI) -> None:
         return FileResponse(STATIC / "index.html")
 
 
+def default_workers() -> tuple[int, str]:
+    """(server processes, why that many) when ``--workers`` is not given: one per CPU core this process may
+    use, since Python's work (HTTP, preprocessing) holds the GIL and so keeps one core busy per process; one
+    where the workers cannot share the port (no SO_REUSEPORT: not Linux)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return 1, "the default without SO_REUSEPORT"
+    return usable_cores(), "the default: one per usable CPU core"
+
+
 def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
-          engine: str = "auto", log_level: str = "info", workers: int = 1) -> None:
+          engine: str = "auto", log_level: str = "info", workers: int | None = None) -> None:
     """Load the model (errors surface here, before the server starts), then run uvicorn until Ctrl-C.
 
-    ``workers`` > 1: that many server processes on the port, each with its own model, so that Python's work
-    (HTTP, preprocessing) runs on several cores at once instead of taking turns under one GIL.
+    ``workers``: server processes on the port, each with its own model, so that Python's work runs on several
+    cores at once instead of taking turns under one GIL (None: ``default_workers``). With 1, this process
+    serves; with more, it supervises them (workers.py).
     """
     import uvicorn
 
     from mnist_cnn.predict import Predictor
 
+    workers, why = (workers, "") if workers is not None else default_workers()
     predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
-    where = f"{predictor.checkpoint} ({predictor.engine.name})"
+    started = (f"serving {predictor.checkpoint} ({predictor.engine.name}) on http://{host}:{port}/ with {workers} "
+               f"worker process{'es' if workers > 1 else ''}{f' ({why})' if why else ''}  (Ctrl-C stops)")
     # The port is free, checked without SO_REUSEPORT: a server already on it (even another `serve --workers`,
     # whose shared sockets would otherwise welcome ours) is one clear error here, not one in every worker.
     listening_socket(host, port, shared=False).close()
     if workers > 1:
         if not hasattr(socket, "SO_REUSEPORT"):
             raise MnistCnnError("--workers above 1 needs SO_REUSEPORT (Linux): use --workers 1 here")
-        settings = {"checkpoint": str(predictor.checkpoint), "engine": predictor.engine.name, "host": host,
-                    "port": port, "threads": threads or max(1, usable_cores() // workers), "log_level": log_level}
+        make_app = functools.partial(create_app, str(predictor.checkpoint), engine=predictor.engine.name,
+                                     threads=threads or max(1, usable_cores() // workers))
         del predictor  # each worker loads its own
-        print(f"serving {where} on http://{host}:{port}/ with {workers} worker processes  (Ctrl-C stops)",
-              flush=True)
-        supervise(settings, workers)
+        print(started, flush=True)
+        supervise(make_app, {"host": host, "port": port, "log_level": log_level}, workers)
         return
-    print(f"serving {where} on http://{host}:{port}/  (Ctrl-C stops)", flush=True)
+    print(started, flush=True)
     uvicorn.run(create_app(predictor=predictor, threads=threads), host=host, port=port, log_level=log_level,
                 access_log=False, **uvicorn_settings())

@@ -361,19 +361,7 @@ def _train(run: Run) -> dict:
             f"images, {cfg.epochs} epochs of {steps_per_epoch} steps, batch {global_batch}"
             f"{f' ({d.world} processes)' if d.world > 1 else ''}, {run.device}, {run.precision_why}"
             f"{recipe.note(cfg)}")
-    test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
-    try:
-        for epoch in range(run.step // steps_per_epoch, cfg.epochs):
-            t_epoch = time.perf_counter()
-            loss, acc = train_one_epoch(run, model, train_data, epoch, steps_per_epoch, total_steps)
-            test_acc = _end_epoch(run, epoch, loss, acc, test_data, held_out, total_steps, t_epoch)
-    except D.Stopped:
-        run.save()
-        if not d.main:
-            raise SystemExit(2) from None  # rank 0 reports it, once
-        by = f" ({signal.Signals(D.stop_signal()).name})" if D.stop_signal() else ""
-        raise MnistCnnError(f"interrupted at step {run.step}{by}: saved {run.ckpts.folder / 'last.pt'}; run the same "
-                            f"command again (--resume auto) to continue") from None
+    test_acc = _run_epochs(run, model, train_data, test_data, held_out, steps_per_epoch, total_steps)
     if d.world > 1:  # DDP keeps replicas equal by construction; prove it at the cost of one tiny gather
         digests = D.replica_digests(run.raw_model, d)
         run.log(f"replica check: weights sha256 by rank {' '.join(f'{r}:{h}' for r, h in enumerate(digests))}"
@@ -393,6 +381,26 @@ def _train(run: Run) -> dict:
     # process (SIGABRT, "terminate called without an active exception").
     D.barrier(d)
     return {"test_acc": test_acc, "best_acc": run.best_acc, "step": run.step, "run_dir": str(run.dir)}
+
+
+def _run_epochs(run: Run, model: nn.Module, train_data: Dataset, test_data: Dataset, held_out: Dataset,
+                steps_per_epoch: int, total_steps: int) -> float:
+    """The epochs still to train; returns the last test accuracy. A stop request (Ctrl-C, SIGTERM) saves
+    last.pt and ends as MnistCnnError on rank 0 (SystemExit on the others)."""
+    test_acc = run.history[-1]["test_acc"] if run.history else float("nan")
+    try:
+        for epoch in range(run.step // steps_per_epoch, run.cfg.epochs):
+            t_epoch = time.perf_counter()
+            loss, acc = train_one_epoch(run, model, train_data, epoch, steps_per_epoch, total_steps)
+            test_acc = _end_epoch(run, epoch, loss, acc, test_data, held_out, total_steps, t_epoch)
+    except D.Stopped:
+        run.save()
+        if not run.dist.main:
+            raise SystemExit(2) from None  # rank 0 reports it, once
+        by = f" ({signal.Signals(D.stop_signal()).name})" if D.stop_signal() else ""
+        raise MnistCnnError(f"interrupted at step {run.step}{by}: saved {run.ckpts.folder / 'last.pt'}; run the same "
+                            f"command again (--resume auto) to continue") from None
+    return test_acc
 
 
 def _continue_with_new_batch(run: Run, n: int, global_batch: int, steps_per_epoch: int, total_steps: int) -> None:

@@ -1,9 +1,10 @@
 """The processes of ``mnist-cnn serve --workers N``: a supervisor and N uvicorn workers on one port.
 
 ``supervise`` starts the workers (fresh interpreters), replaces any that dies and stops them all on Ctrl-C or
-SIGTERM. Each worker (``run_worker``) loads its own model through ``serve.create_app`` and listens on its own
-SO_REUSEPORT socket (``listening_socket``); ``Rebalance`` keeps their keep-alive connections evenly spread.
-The app itself, and single-process serving, are in serve.py.
+SIGTERM. Each worker (``run_worker``) builds its own app, and so loads its own model, with the factory it is
+given (serve.py passes ``create_app``; this module does not import serve.py, which imports it) and listens on
+its own SO_REUSEPORT socket (``listening_socket``); ``Rebalance`` keeps their keep-alive connections evenly
+spread. The app itself, and single-process serving, are in serve.py.
 """
 
 from __future__ import annotations
@@ -80,20 +81,20 @@ class Rebalance:
 ORPHAN_GRACE_S = 10.0  # seconds an orphaned worker gets to shut down gracefully before it exits at once
 
 
-def run_worker(settings: dict, index: int, counts) -> None:
-    """One process of ``serve --workers N``: its own model, its own socket on the shared port; ``counts``: the
-    workers' open connections (shared memory, for Rebalance), this worker's at ``index``."""
+def run_worker(make_app, settings: dict, index: int, counts) -> None:
+    """One process of ``serve --workers N``: its own app from ``make_app()`` (and so its own model), its own
+    socket on the shared port (``settings``: host, port, log_level); ``counts``: the workers' open connections
+    (shared memory, for Rebalance), this worker's at ``index``."""
     import signal
     import threading
 
     import uvicorn
 
     from mnist_cnn.http_limits import uvicorn_settings
-    from mnist_cnn.serve import create_app
 
     # Its own process group, so that a terminal's Ctrl-C reaches the supervisor only, which stops each worker
     # once. Not its own session (setsid): Linux's autogroup scheduler would then give every worker a group of
-    # its own, and bench/bench_serve.py measured 15 % more CPU per request and 17 % fewer requests/s that way.
+    # its own, which costs CPU per request and requests per second under load (bench/bench_serve.py shows it).
     os.setpgid(0, 0)
     parent = os.getppid()
 
@@ -106,20 +107,20 @@ def run_worker(settings: dict, index: int, counts) -> None:
 
     threading.Thread(target=orphaned, name="watch-supervisor", daemon=True).start()
     sock = listening_socket(settings["host"], settings["port"], shared=True)
-    balancer = Rebalance(create_app(settings["checkpoint"], threads=settings["threads"], engine=settings["engine"]),
-                         counts, index)
+    balancer = Rebalance(make_app(), counts, index)
     server = uvicorn.Server(uvicorn.Config(balancer, log_level=settings["log_level"], access_log=False,
                                            **uvicorn_settings()))
     balancer.connections = getattr(getattr(server, "server_state", None), "connections", None)
     server.run(sockets=[sock])
 
 
-def supervise(settings: dict, workers: int) -> None:
-    """Run ``workers`` processes until Ctrl-C or SIGTERM, replacing any that dies.
+def supervise(make_app, settings: dict, workers: int) -> None:
+    """Run ``workers`` processes until Ctrl-C or SIGTERM, replacing any that dies; each serves ``make_app()``
+    (a picklable callable: the workers are fresh interpreters) as ``run_worker`` describes.
 
     Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new connections among them at
     random (uvicorn's own ``workers=N`` shares one socket, and whichever process wakes first accepts most of a
-    burst of connections: 29 of 32 in bench/bench_serve.py, which doubled the latency on that process), and
+    burst of connections, whose requests then queue behind one another in that process), and
     Rebalance evens out the keep-alive connections that chance left uneven.
     """
     import multiprocessing
@@ -132,7 +133,7 @@ def supervise(settings: dict, workers: int) -> None:
 
     def start(index: int) -> multiprocessing.Process:
         counts[index] = 0
-        proc = ctx.Process(target=run_worker, args=(settings, index, counts), name="mnist-cnn-serve", daemon=False)
+        proc = ctx.Process(target=run_worker, args=(make_app, settings, index, counts), name="mnist-cnn-serve", daemon=False)
         proc.start()
         return proc
 

@@ -59,7 +59,9 @@ def test_evaluate_data(trained_run, tmp_path):
 def test_http_api(trained_run, corpus, tmp_path):
     folder, expected = corpus
     statuses = {}
-    with running_server(trained_run, tmp_path / "server.log") as (base, proc), httpx.Client(base_url=base) as http:
+    # --workers 1: the process measured below is the one that decodes every image
+    with running_server(trained_run, tmp_path / "server.log", "--workers", "1") as (base, proc), \
+            httpx.Client(base_url=base) as http:
         for name in expected:
             if name in SPECIAL:
                 continue

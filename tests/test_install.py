@@ -60,6 +60,18 @@ def test_the_reading_install_has_no_torch(venv):
     assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
 
 
+def test_the_wheel_ships_the_type_hints_marker(venv):
+    assert list(venv.glob("lib/python*/site-packages/mnist_cnn/py.typed"))  # PEP 561: type checkers read our hints
+
+
+def test_the_python_api_reads_a_digit_without_torch(venv, tmp_path):
+    code = ("import sys; from mnist_cnn import Predictor; "
+            "print(Predictor.from_checkpoint('strong').predict_file(sys.argv[1]).number, 'torch' in sys.modules)")
+    r = subprocess.run([str(venv / "bin/python"), "-c", code, str(SAMPLES / "7_mnist_test_0017.png")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120, env=outside_env())
+    assert r.returncode == 0 and r.stdout.split() == ["7", "False"], r.stdout + r.stderr
+
+
 def test_predict_reads_samples_and_a_photo_with_the_shipped_model(venv, photo, tmp_path):
     images = sorted(SAMPLES.glob("*.png")) + [photo]
     result = mnist_cnn(venv, "predict", "--json", *map(str, images), cwd=tmp_path)
@@ -91,8 +103,9 @@ def test_evaluate_needs_data_outside_a_checkout_and_reads_a_labelled_folder(venv
 
 def test_serve_answers_over_http(venv, photo, tmp_path):
     port = free_port()
-    server = subprocess.Popen([str(venv / "bin/mnist-cnn"), "serve", "--port", str(port)], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    # two workers: the installed package's supervisor starts them, whatever the cores here
+    server = subprocess.Popen([str(venv / "bin/mnist-cnn"), "serve", "--port", str(port), "--workers", "2"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                               env=outside_env())
     base = f"http://127.0.0.1:{port}"
     try:

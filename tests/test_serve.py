@@ -251,14 +251,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(run_dir: Path, log_path: Path, *extra: str):
+def running_server(run_dir: Path, log_path: Path, *extra: str, cores: set[int] | None = None):
     """``python -m mnist_cnn serve`` on a free loopback port, in a process group of its own as in a terminal;
-    yields (base URL, process); stops it with Ctrl-C (SIGINT to the group)."""
+    yields (base URL, process); stops it with Ctrl-C (SIGINT to the group). ``cores``: the only CPU cores the
+    server may run on (as under taskset)."""
     port = free_port()
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", str(run_dir),
                              "--port", str(port), *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -285,7 +287,7 @@ def running_server(run_dir: Path, log_path: Path, *extra: str):
 
 def test_real_server_process(trained_run, predictor, tmp_path):
     log = tmp_path / "server.log"
-    with running_server(trained_run, log) as (base, proc):
+    with running_server(trained_run, log, "--workers", "1") as (base, proc):  # this process serves
         page = httpx.get(base + "/")
         assert page.status_code == 200 and 'id="canvas"' in page.text
         for asset in ("/static/app.js", "/static/style.css"):
@@ -364,6 +366,25 @@ def test_a_dead_worker_is_replaced_and_workers_end_with_the_supervisor(trained_r
         # A worker polls for its parent each second, then shuts down: seconds, or longer on a busy machine
         wait_for(lambda: not [w for w in now if alive(w)], 60, f"orphaned workers still running: {now}")
     assert "exited with status" in log.read_text()
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_workers_default_to_the_cores_the_server_may_use(trained_run, tmp_path, cores):
+    """Without --workers: one server process per CPU core the server may run on (its affinity, as under taskset
+    or a container's CPU limit), and the line it starts with says how many and why."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < cores:
+        pytest.skip(f"{cores} cores needed, {len(allowed)} usable here")
+    log = tmp_path / "server.log"
+    with running_server(trained_run, log, cores=set(allowed[:cores])) as (base, proc):
+        spawned = cores if cores > 1 else 0  # one core: no supervisor, the process itself serves
+        wait_for(lambda: len(spawned_workers(proc.pid)) == spawned, 60, f"{spawned} worker processes")
+        assert httpx.get(base + "/api/health", timeout=10).status_code == 200
+    started = [line for line in log.read_text().splitlines() if line.startswith("serving ")]
+    assert len(started) == 1, log.read_text()
+    assert f" with {cores} worker process{'es' if cores > 1 else ''} (the default: one per usable CPU core)" \
+        in started[0], started[0]
+    assert proc.returncode == 0, log.read_text()
 
 
 def test_rebalance_closes_only_over_the_fair_share():

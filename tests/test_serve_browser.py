@@ -39,7 +39,7 @@ FOUR = [[(0.36, 0.15), (0.28, 0.55), (0.72, 0.55)], [(0.6, 0.3), (0.6, 0.88)]]
 
 @pytest.fixture(scope="module")
 def server(trained_run, tmp_path_factory):
-    with running_server(trained_run, tmp_path_factory.mktemp("browser") / "server.log") as (base, _):
+    with running_server(trained_run, tmp_path_factory.mktemp("browser") / "server.log", "--workers", "1") as (base, _):
         yield base
 
 
