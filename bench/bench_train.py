@@ -48,6 +48,44 @@ def matmul_rate(dtype: str, n: int = 1024, reps: int = 7) -> float:
     return 2 * n**3 / median(times)
 
 
+def profile_step(steps: int = 30) -> list[dict]:
+    """Where a default training step's time goes: self CPU ms per step by op and input shape (torch.profiler)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from mnist_cnn.config import TrainConfig
+    from mnist_cnn.model import build_model
+    from mnist_cnn.precision import choose
+    from mnist_cnn.train import autocast, to_input
+
+    cfg = TrainConfig()
+    bf16, _ = choose(torch.device("cpu"), cfg.model, cfg.batch_size, cfg.precision)
+    model = build_model(cfg.model).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    x, y = to_input(torch.randint(0, 256, (cfg.batch_size, 28, 28), dtype=torch.uint8)), torch.randint(0, 10, (cfg.batch_size,))
+
+    def step() -> None:
+        with autocast(x.device, bf16):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(10):
+        step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events) / steps / 1e3
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
+    return [{"op": e.key.removeprefix("aten::"), "shape": str(e.input_shapes[0]) if e.input_shapes else "",
+             "ms_per_step": round(e.self_cpu_time_total / steps / 1e3, 2),
+             "share": f"{e.self_cpu_time_total / steps / 1e3 / total:.0%}"} for e in top] + [
+        {"op": f"all ops ({'bf16' if bf16 else 'fp32'}, batch {cfg.batch_size})", "ms_per_step": round(total, 2)}]
+
+
 def row(name: str, seed: int, wall: float, rss: float, epochs: list[float], acc: float) -> dict:
     return {"loop": name, "seed": seed, "wall_s": wall, "train_s": sum(epochs), "s_per_epoch": median(epochs),
             "epochs": len(epochs), "test_acc": acc, "peak_rss_mib": rss}
@@ -101,6 +139,7 @@ def main() -> None:
     tf = has_tensorflow()
     rates = {d: matmul_rate(d) for d in ("float32", "bfloat16")}
     floor_s = FLOP_PER_EPOCH / rates["float32"]
+    ops = profile_step()
     runs: dict[str, list[dict]] = {}
     for i in range(max(len(args.seeds), args.baseline_runs)):
         if i < len(args.seeds):
@@ -127,7 +166,9 @@ def main() -> None:
         print(f"ours, first line: {runs['ours'][0]['first_line']}")
     print(table(rows, ["loop", "runs", "epochs", "s_per_epoch", "x_floor", "wall_s", "time_to_99.2_s", "mean_acc",
                        "min_acc", "peak_rss_mib", "vs_tutorial"]))
-    path = write_json("train", {"summary": rows, "runs": runs, "target": {"mean": TARGET, "min": FLOOR_MIN},
+    print("where a default step's time goes (torch.profiler, self CPU time):")
+    print(table(ops, ["op", "shape", "ms_per_step", "share"]))
+    path = write_json("train", {"summary": rows, "profile": ops, "runs": runs, "target": {"mean": TARGET, "min": FLOOR_MIN},
                                 "floor_s_per_epoch": floor_s, "matmul_gflops": {k: v / 1e9 for k, v in rates.items()}})
     print(f"wrote {path}")
 

@@ -134,27 +134,26 @@ def csv_rows(pred=None, source: str = "", error: str = "") -> list[list]:
                                                         pred.probabilities))]
 
 
-def _emitter(args: argparse.Namespace):
-    """A function that prints a result (or an error) in the chosen format, above any progress bar."""
+def _emitter(args: argparse.Namespace, write):
+    """A function that prints a result (or an error) in the chosen format with ``write(text, file=…)`` (a progress
+    bar's write keeps the bar below the lines)."""
     import csv
     import io
-
-    from tqdm import tqdm
 
     def write_rows(rows: list[list]) -> None:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
-        tqdm.write(buf.getvalue().rstrip("\n"), file=sys.stdout)
+        write(buf.getvalue().rstrip("\n"), file=sys.stdout)
 
     def emit(pred=None, source: str = "", error: str = "") -> None:
         if error:
-            tqdm.write(f"error: {error}", file=sys.stderr)
+            write(f"error: {error}", file=sys.stderr)
         if args.csv:
             write_rows(csv_rows(pred, source, error))
         elif args.json:
-            tqdm.write(json.dumps(pred.to_dict() if pred else {"source": source, "error": error}), file=sys.stdout)
+            write(json.dumps(pred.to_dict() if pred else {"source": source, "error": error}), file=sys.stdout)
         elif pred is not None:
-            tqdm.write(format_prediction(pred), file=sys.stdout)
+            write(format_prediction(pred), file=sys.stdout)
 
     if args.csv:
         write_rows([CSV_FIELDS])
@@ -162,15 +161,17 @@ def _emitter(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mnist_cnn.predict import Predictor, expand_inputs, save_inputs
 
     items = expand_inputs(args.images)
     predictor = Predictor.from_checkpoint(chosen_model(args), engine=args.engine)
-    emit, taken, counts = _emitter(args), set(), {}
-    quiet = args.no_progress or len(items) < PROGRESS_MIN
-    for path, problem in tqdm(items, unit="image", file=sys.stderr, disable=True if quiet else None, leave=False):
+    bar = None
+    if not args.no_progress and len(items) >= PROGRESS_MIN:  # import tqdm only for a bar: it slows a cold start
+        from tqdm import tqdm
+
+        bar = tqdm(items, unit="image", file=sys.stderr, disable=None, leave=False)
+    emit, taken, counts = _emitter(args, bar.write if bar else print), set(), {}
+    for path, problem in bar if bar else items:
         try:
             if problem:
                 raise MnistCnnError(problem)
