@@ -92,7 +92,8 @@ STATUS_OF = ((TooLarge, 413), (NotAnImage, 415), (CorruptImage, 422), (MnistCnnE
 ERRORS = {code: {"model": ErrorDetail, "description": text} for code, text in {
     400: "empty body, malformed multipart form or no `file` field",
     413: f"body over {MAX_UPLOAD_BYTES // 2**20} MB, or an image over {MAX_PIXELS:,} pixels (decompression bomb)",
-    408: f"the upload stalled (no data for {BODY_IDLE_S:.0f} s) or took over {BODY_TIMEOUT_S:.0f} s",
+    408: f"the upload stalled (no data for {BODY_IDLE_S:.0f} s) or took over {BODY_TIMEOUT_S:.0f} s; the connection "
+         f"is closed",
     415: "not an image format Pillow can read",
     422: "a corrupt or truncated image",
 }.items()}
@@ -145,8 +146,10 @@ async def read_body(request: Request, limit: int) -> bytes:
         except StopAsyncIteration:
             break
         except asyncio.TimeoutError:
+            # Closed after the answer (RFC 9110: a 408 closes): kept alive, the rest of the unfinished body
+            # would be waited for, and a client's next request on the connection swallowed as part of it.
             raise HTTPException(408, f"upload too slow: the body must arrive within {BODY_TIMEOUT_S:.0f} s, with "
-                                     f"no pause over {BODY_IDLE_S:.0f} s") from None
+                                     f"no pause over {BODY_IDLE_S:.0f} s", headers={"Connection": "close"}) from None
         except ClientDisconnect:  # the client gave up: one line in the log, not a traceback
             log.info("%s went away during its upload", _peer(request))
             raise HTTPException(400, "upload aborted by the client") from None

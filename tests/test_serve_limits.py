@@ -113,6 +113,16 @@ def test_a_stalled_upload_gets_408(server):
     assert answer.startswith(b"HTTP/1.1 408 ") and b"upload too slow" in answer
 
 
+def test_a_408_closes_a_kept_alive_connection(server):
+    """RFC 9110: a 408 closes the connection. Kept alive, the server would wait for the rest of the declared body
+    and take the client's next request on that connection for part of it: that request would get no answer."""
+    with connect(server) as s:
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(SAMPLE) + SAMPLE[:100])
+        head = read_all(s).split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 408 ") and b"connection: close" in head.split(b"\r\n"), head
+
+
 def test_an_aborted_upload_logs_one_line_not_a_traceback(server, caplog):
     caplog.set_level(logging.INFO)
     for _ in range(5):
