@@ -3,6 +3,7 @@ that the deadlines can be shortened): oversized heads, slowloris, stalled and ab
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -69,7 +70,10 @@ def test_an_oversized_head_gets_431_and_the_server_carries_on(server):
             s.sendall(b"a" * 1_000_000)  # the rest of a 1 MB header, if the server still reads it
         except OSError:
             pass  # closed while sending: refused already
-        assert read_all(s).startswith(b"HTTP/1.1 431 ")
+        answer = read_all(s)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"content-type: application/json" in head and json.loads(body)["detail"]  # as every error of the API
     assert health_ok(server)
 
 
