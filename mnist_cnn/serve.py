@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -246,6 +247,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def quiet_client_noise() -> None:
+    """Keeps what libraries say about a client's bad input out of the server's log: that input is answered with
+    a 4xx and its reason, and a log that any client can write lines to at will hides the lines that matter.
+    python-multipart logs each malformed form as a warning (the 400's detail, word for word); Pillow warns
+    about the damaged metadata of images it still reads."""
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 def create_app(checkpoint: str | Path | None = None, predictor=None, threads: int | None = None,
                engine: str = "auto") -> FastAPI:
     """The FastAPI app. ``predictor``: use this one; else the lifespan loads ``checkpoint`` on ``engine``
@@ -264,6 +274,7 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
 
             torch.set_num_threads(1)  # parallelism comes from concurrent requests; intra-op threads only contend
         return_big_buffers()  # a decompression bomb's buffers go back to the OS after its request (memory.py)
+        quiet_client_noise()
         app.state.pool = ThreadPoolExecutor(threads or usable_cores(), thread_name_prefix="predict")
         app.state.started = time.monotonic()
         app.state.info = model_info(app.state.predictor)

@@ -1,9 +1,13 @@
-"""The HTTP API's OpenAPI schema, read from a real ``mnist-cnn serve`` process (the shipped tutorial model)."""
+"""The HTTP API's OpenAPI schema and its log, on a real ``mnist-cnn serve`` process (the shipped tutorial model)."""
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import httpx
 import pytest
+from PIL import Image
 
 from test_serve import running_server
 
@@ -30,3 +34,36 @@ def test_the_schema_declares_every_answer(server):
     bodies = predict["requestBody"]["content"]
     assert bodies["multipart/form-data"]["schema"]["properties"]["file"]["minLength"] == 1  # empty: 400
     assert {"image/*", "application/octet-stream"} <= set(bodies)  # raw bodies of any other type are read too
+
+
+def warning_tiff() -> bytes:
+    """A truncated TIFF that Pillow reads with a warning (corrupt EXIF data) or refuses."""
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 255).save(buf, "TIFF")
+    data = buf.getvalue()
+    for cut in range(len(data) - 1, 0, -1):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                Image.open(io.BytesIO(data[:cut])).load()
+            except Exception:
+                pass
+        if caught:
+            return data[:cut]
+    pytest.skip("no truncation of the TIFF makes Pillow warn")
+
+
+def test_bad_requests_write_nothing_to_the_log(server):
+    """A malformed form (python-multipart logs it) and a damaged TIFF (Pillow warns): answered, not logged."""
+    base, log = server
+    start = log.stat().st_size
+    form = {"content-type": "multipart/form-data; boundary=b"}
+    with httpx.Client(base_url=base, timeout=60) as http:
+        for _ in range(2):
+            r = http.post("/api/predict", content=b"--nope\r\n", headers=form)
+            assert r.status_code == 400 and r.json()["detail"].startswith("malformed multipart form"), r.text
+            r = http.post("/api/predict", content=warning_tiff(), headers={"content-type": "image/tiff"})
+            assert r.status_code in (200, 415, 422), r.text
+        assert http.get("/api/health").status_code == 200
+    written = log.read_bytes()[start:].decode(errors="replace").splitlines()
+    assert not [line for line in written if not line.startswith("INFO: ")], written
