@@ -34,12 +34,14 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=10_000, help="generated requests in all (probes not counted)")
     p.add_argument("--checkpoint", default="tutorial")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default="runs/api_fuzz", help="where the bodies of requests that may have caused "
+                                                           "a traceback are written")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
         t0 = time.perf_counter()
         with running_server(args.checkpoint, log) as (base, proc):
-            fuzz = ApiFuzz(base, log)
+            fuzz = ApiFuzz(base, log, save_dir=ROOT / args.save)
             for i, (kind, share) in enumerate(SHARE.items()):
                 want, sent, round_ = round(args.requests * share), 0, 0
                 while sent < want:  # Hypothesis stops early when it finds nothing new: go on with another seed

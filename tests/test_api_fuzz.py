@@ -32,11 +32,11 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fuzz(server):
+def fuzz(server, tmp_path_factory):
     pytest.importorskip("schemathesis")
     from api_fuzz import ApiFuzz
 
-    return ApiFuzz(*server)
+    return ApiFuzz(*server, save_dir=tmp_path_factory.mktemp("api-fuzz-requests"))
 
 
 def test_the_schema_declares_every_answer(server):

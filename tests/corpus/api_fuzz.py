@@ -81,12 +81,14 @@ class ApiFuzz:
 
     ``tally[(endpoint, kind)]`` counts answers by status; ``problems`` lists every failed check (with a curl
     command that replays the request) and every traceback in the server's log; ``noise`` holds the other lines
-    the server logged while fuzzed (uvicorn's INFO lines aside): a bad request should not write any.
+    the server logged while fuzzed (uvicorn's INFO lines aside): a bad request should not write any. The bodies
+    of the last two requests before a traceback are written to ``save_dir`` (its culprit is one of them).
     """
 
-    def __init__(self, base: str, log_path: Path):
+    def __init__(self, base: str, log_path: Path, save_dir: Path | None = None):
         register_image_bodies()
-        self.base, self.log_path = base, Path(log_path)
+        self.base, self.log_path, self.save_dir = base, Path(log_path), save_dir
+        self.recent: collections.deque = collections.deque(maxlen=2)  # the requests last sent
         self.log_read = self.log_path.stat().st_size  # what the server logged before (its start) is not ours
         self.schema = schemathesis.openapi.from_url(f"{base}/openapi.json", timeout=TIMEOUT_S,
                                                     config=schemathesis.Config.from_dict(CONFIG))
@@ -138,9 +140,11 @@ class ApiFuzz:
             else:
                 response = self.http.send(request, timeout=TIMEOUT_S)
         except requests.RequestException as e:
+            self.recent.append(request or e.request)
             self.tally[(endpoint, kind)]["no answer"] += 1
             self.problems.append(f"{kind} {endpoint}: no answer ({type(e).__name__}: {e})")
             return
+        self.recent.append(response.request)
         self.tally[(endpoint, kind)][response.status_code] += 1
         try:
             case.validate_response(response, checks=CHECKS[kind])
@@ -160,8 +164,26 @@ class ApiFuzz:
         text, self.log_read = text[:cut].decode("utf-8", "replace"), self.log_read + cut
         if found := text.count("Traceback"):
             self.tracebacks += found
-            self.problems.append(f"traceback in the server log after {after}:\n{text[-3000:]}")
+            self.problems.append(f"traceback in the server log after {after}:\n{text[-3000:]}\n"
+                                 f"the requests before it: {self.save_recent()}")
         self.noise += [line for line in text.splitlines() if not line.startswith("INFO: ")]
+
+    def save_recent(self) -> list[str]:
+        """The last requests sent: method, URL, Content-Type and where their body was saved."""
+        out = []
+        for request in self.recent:
+            if request is None:
+                continue
+            body = request.body or b""
+            body = body.encode() if isinstance(body, str) else body
+            where = "not saved"
+            if self.save_dir is not None:
+                Path(self.save_dir).mkdir(parents=True, exist_ok=True)
+                where = Path(self.save_dir) / f"request-{self.tracebacks}-{len(out)}.body"
+                where.write_bytes(body)
+            out.append(f"{request.method} {request.url} {request.headers.get('Content-Type')!r} "
+                       f"{len(body)} bytes: {where}")
+        return out
 
     def rows(self) -> list[dict]:
         """One row per endpoint and kind: requests, answers by status class, the statuses seen."""
