@@ -81,8 +81,8 @@ if HttpToolsProtocol is not None:
 
         def _refuse_head(self) -> None:
             log.info("%s: request head over %d bytes: refused (431)", _peer(self.client), MAX_HEAD_BYTES)
-            body = b"request header fields too large"
-            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+            body = b'{"detail":"request head over %d bytes"}' % MAX_HEAD_BYTES  # JSON, as every error of the API
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
                                  b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
             self._in_head, self._refused = False, True
             self._cancel_deadline()

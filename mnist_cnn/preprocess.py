@@ -225,6 +225,7 @@ def _restroke(crop: np.ndarray, width: float, target: float) -> np.ndarray:
     """Dilate or erode the strokes (``width`` px in the 20-px box) to ``target``, at 4× the final scale."""
     import cv2
 
+    given = crop
     h, w = crop.shape
     f = min(1.0, 4 * BOX / max(h, w))
     if f < 1:
@@ -235,7 +236,9 @@ def _restroke(crop: np.ndarray, width: float, target: float) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     crop = cv2.dilate(np.pad(crop, r), kernel) if target > width else cv2.erode(crop, kernel)
     rows, cols = np.nonzero(crop > 0.02)
-    return crop[rows.min():rows.max() + 1, cols.min():cols.max() + 1] if rows.size else crop
+    if not rows.size:  # eroded away (specks the estimator measured as bold): kept as they were, not emptied
+        return given
+    return crop[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
 def normalise(crop: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -22,9 +22,11 @@ import json
 import logging
 import socket
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -37,7 +39,7 @@ from starlette.requests import ClientDisconnect
 
 from mnist_cnn import CorruptImage, MnistCnnError, NotAnImage, TooLarge, __version__
 from mnist_cnn.engine import usable_cores
-from mnist_cnn.http_limits import uvicorn_settings
+from mnist_cnn.http_limits import MAX_HEAD_BYTES, uvicorn_settings
 from mnist_cnn.memory import return_big_buffers
 from mnist_cnn.preprocess import MAX_PIXELS
 from mnist_cnn.workers import listening_socket, supervise
@@ -64,6 +66,10 @@ class PredictResponse(BaseModel):
     digits: list[int]
     confidence: list[float] = Field(description="per digit: the probability of the digit read")
     probabilities: list[list[float]] = Field(description="per digit: the 10 probabilities of 0…9")
+    verdict: Literal["ok", "unsure", "no digit found"] = Field(description="unsure: a digit is unsure")
+    status: list[Literal["ok", "unsure"]] = Field(description="per digit")
+    reasons: list[str] = Field(description="per digit: why it is unsure; empty when sure")
+    energy: list[float] = Field(description="per digit: -logsumexp(logits); high means unlike any digit")
     inputs_png: list[str] = Field(description="per digit: the 28×28 image the model saw, a PNG data URL")
     timing_ms: Timing
 
@@ -91,12 +97,16 @@ class ErrorDetail(BaseModel):
 
 STATUS_OF = ((TooLarge, 413), (NotAnImage, 415), (CorruptImage, 422), (MnistCnnError, 422))  # first match wins
 ERRORS = {code: {"model": ErrorDetail, "description": text} for code, text in {
-    400: "empty body, malformed multipart form or no `file` field",
+    400: "empty body or file, malformed multipart form, no `file` field, or over 8 other fields",
     413: f"body over {MAX_UPLOAD_BYTES // 2**20} MB, or an image over {MAX_PIXELS:,} pixels (decompression bomb)",
-    408: f"the upload stalled (no data for {BODY_IDLE_S:.0f} s) or took over {BODY_TIMEOUT_S:.0f} s",
+    408: f"the upload stalled (no data for {BODY_IDLE_S:.0f} s) or took over {BODY_TIMEOUT_S:.0f} s; the connection "
+         f"is closed",
     415: "not an image format Pillow can read",
     422: "a corrupt or truncated image",
 }.items()}
+# Every operation: a request head over the limit is refused before routing (http_limits.py)
+HEAD_ERROR = {431: {"model": ErrorDetail, "description": f"request line and headers over "
+                                                          f"{MAX_HEAD_BYTES // 1024} KiB; the connection is closed"}}
 
 
 # ---------------------------------------------------------------- the work done in a thread
@@ -146,8 +156,10 @@ async def read_body(request: Request, limit: int) -> bytes:
         except StopAsyncIteration:
             break
         except asyncio.TimeoutError:
+            # Closed after the answer (RFC 9110: a 408 closes): kept alive, the rest of the unfinished body
+            # would be waited for, and a client's next request on the connection swallowed as part of it.
             raise HTTPException(408, f"upload too slow: the body must arrive within {BODY_TIMEOUT_S:.0f} s, with "
-                                     f"no pause over {BODY_IDLE_S:.0f} s") from None
+                                     f"no pause over {BODY_IDLE_S:.0f} s", headers={"Connection": "close"}) from None
         except ClientDisconnect:  # the client gave up: one line in the log, not a traceback
             log.info("%s went away during its upload", _peer(request))
             raise HTTPException(400, "upload aborted by the client") from None
@@ -191,10 +203,14 @@ async def read_upload(request: Request) -> tuple[bytes, str]:
     return data, upload.filename or "upload"
 
 
+IMAGE_BYTES = {"type": "string", "format": "binary", "minLength": 1}  # empty: 400
 UPLOAD_DOC = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {  # other (text) fields are ignored, up to 8 of them; more are refused (400)
+        "schema": {"type": "object", "required": ["file"], "properties": {"file": IMAGE_BYTES},
+                   "additionalProperties": {"type": "string"}, "maxProperties": 9},
+        "encoding": {"file": {"contentType": "image/*, application/octet-stream"}}},
+    "image/*": {"schema": IMAGE_BYTES},
+    "application/octet-stream": {"schema": IMAGE_BYTES},  # any other type is read as raw image bytes too
 }}}
 
 
@@ -225,6 +241,15 @@ def model_info(predictor) -> dict:
     return info
 
 
+def quiet_client_noise() -> None:
+    """Keeps what libraries say about a client's bad input out of the server's log: that input is answered with
+    a 4xx and its reason, and a log that any client can write lines to at will hides the lines that matter.
+    python-multipart logs each malformed form as a warning (the 400's detail, word for word); Pillow warns
+    about the damaged metadata of images it still reads."""
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 def create_app(checkpoint: str | Path | None = None, predictor=None, threads: int | None = None,
                engine: str = "auto") -> FastAPI:
     """The FastAPI app. ``predictor``: use this one; else the lifespan loads ``checkpoint`` on ``engine``
@@ -243,6 +268,7 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
 
             torch.set_num_threads(1)  # parallelism comes from concurrent requests; intra-op threads only contend
         return_big_buffers()  # a decompression bomb's buffers go back to the OS after its request (memory.py)
+        quiet_client_noise()
         app.state.pool = ThreadPoolExecutor(threads or usable_cores(), thread_name_prefix="predict")
         app.state.started = time.monotonic()
         app.state.info = model_info(app.state.predictor)
@@ -251,7 +277,7 @@ def create_app(checkpoint: str | Path | None = None, predictor=None, threads: in
         app.state.pool.shutdown(cancel_futures=True)
 
     # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc pages load their scripts from the app, not a CDN
-    app = FastAPIOffline(title="mnist-cnn", version=__version__, lifespan=lifespan,
+    app = FastAPIOffline(title="mnist-cnn", version=__version__, lifespan=lifespan, responses=HEAD_ERROR,
                          description="Read handwritten digits. POST an image to /api/predict; draw at /.")
     add_routes(app)
 

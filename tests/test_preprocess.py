@@ -20,7 +20,7 @@ from PIL import Image
 from mnist_cnn import MnistCnnError
 from mnist_cnn.data import load_mnist
 from mnist_cnn.calibrate import is_filled
-from mnist_cnn.preprocess import WORK_SIDE, open_image, stroke_width, to_mnist
+from mnist_cnn.preprocess import BOX, W_BOLD, WORK_SIDE, normalise, open_image, stroke_width, to_mnist
 
 from conftest import ROOT, SAMPLES
 
@@ -144,6 +144,18 @@ def test_fat_marker_from_a_big_image_gets_mnist_thickness():
     out = to_mnist(encode(1 - ink))[0]
     assert stroke_width(out > 0.5) <= 3.9  # would be ~6 px unchanged; MNIST's 95th percentile is 3.8
     assert out[14, 14] == 0  # the hole stays open
+
+
+def test_specks_the_thinning_would_erase_are_kept():
+    """Five lone pixels in a 38×5 crop measure as a bold stroke, and thinning it eroded them all: the empty crop
+    was then divided by zero (a damaged PNG found by bench/bench_api_fuzz.py: answered 422, with a traceback in
+    the server's log). What the thinning would erase is kept as it was."""
+    crop = np.zeros((38, 5), np.float32)
+    for y, x in [(1, 0), (37, 0), (35, 1), (32, 3), (30, 4)]:
+        crop[y, x] = 1.0
+    assert stroke_width(crop > 0) * BOX / 38 > W_BOLD  # measured bold: normalise thins it
+    out = normalise(crop, crop > 0)
+    assert out.shape == (28, 28) and np.isfinite(out).all() and out.max() == 1.0 and out.min() == 0.0
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 8])

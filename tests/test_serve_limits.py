@@ -3,6 +3,7 @@ that the deadlines can be shortened): oversized heads, slowloris, stalled and ab
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -69,7 +70,10 @@ def test_an_oversized_head_gets_431_and_the_server_carries_on(server):
             s.sendall(b"a" * 1_000_000)  # the rest of a 1 MB header, if the server still reads it
         except OSError:
             pass  # closed while sending: refused already
-        assert read_all(s).startswith(b"HTTP/1.1 431 ")
+        answer = read_all(s)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"content-type: application/json" in head and json.loads(body)["detail"]  # as every error of the API
     assert health_ok(server)
 
 
@@ -111,6 +115,16 @@ def test_a_stalled_upload_gets_408(server):
                   b"Content-Length: %d\r\n\r\n" % len(SAMPLE) + SAMPLE[:100])
         answer = read_all(s)
     assert answer.startswith(b"HTTP/1.1 408 ") and b"upload too slow" in answer
+
+
+def test_a_408_closes_a_kept_alive_connection(server):
+    """RFC 9110: a 408 closes the connection. Kept alive, the server would wait for the rest of the declared body
+    and take the client's next request on that connection for part of it: that request would get no answer."""
+    with connect(server) as s:
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(SAMPLE) + SAMPLE[:100])
+        head = read_all(s).split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 408 ") and b"connection: close" in head.split(b"\r\n"), head
 
 
 def test_an_aborted_upload_logs_one_line_not_a_traceback(server, caplog):
