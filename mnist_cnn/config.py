@@ -19,9 +19,9 @@ def _opt(default, help: str, **kw):
 @dataclass
 class TrainConfig:
     epochs: int = _opt(3, "passes over the training set")
-    batch_size: int = _opt(64, "images per optimizer step (per process under torchrun; the global batch "
+    batch_size: int = _opt(128, "images per optimizer step (per process under torchrun; the global batch "
                                 "is this times the number of processes)")
-    lr: float = _opt(2e-3, "peak learning rate of Adam (constant with --schedule constant)")
+    lr: float = _opt(4e-3, "peak learning rate of Adam (constant with --schedule constant)")
     schedule: str = _opt("onecycle", "learning-rate schedule", choices=("onecycle", "constant"))
     model: str = _opt("tutorial", "network from the model registry (tutorial = the TF tutorial's 93,322-"
                                   "parameter CNN)")

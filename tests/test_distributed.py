@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 N_TRAIN, STEPS = 1844, 29
 COMMON = ["--limit", "2048", "--epochs", "1", "--save-every", "4", "--keep", "0", "--precision", "fp32",
-          "--no-export-onnx", "--seed", "0", "--device", "cpu"]
+          "--no-export-onnx", "--seed", "0", "--device", "cpu", "--batch-size", "64", "--lr", "2e-3"]
 # Single process vs 2 ranks: the same images, but a gradient is summed over 64 images in one process and
 # over 2 x 32 then all-reduced in two, so float32 rounding differs in the last bits; Adam carries that
 # through 29 steps. Adam divides each parameter's step by its own gradient scale, so where a gradient is near
@@ -163,7 +163,7 @@ def two_nodes(tmp_path_factory) -> dict:
     from mnist_cnn.train import Run
 
     base = tmp_path_factory.mktemp("two_nodes")
-    start = Run(TrainConfig(batch_size=64, seed=0, device="cpu", limit=2048, epochs=1, precision="fp32",
+    start = Run(TrainConfig(batch_size=64, lr=2e-3, seed=0, device="cpu", limit=2048, epochs=1, precision="fp32",
                             run_dir=str(base / "b" / "run")))  # the same run as COMMON's: resume accepts it
     start.ckpts.save(start.state())
     before = {"a": {}, "b": tree(base / "b")}
@@ -204,7 +204,7 @@ def test_replicas_hold_identical_weights_at_the_end(two_nodes):
 def test_matches_one_process_with_the_same_global_batch(two_nodes, tmp_path):
     from mnist_cnn.train import train
 
-    train(TrainConfig(limit=2048, epochs=1, batch_size=64, save_every=0, precision="fp32", export_onnx=False,
+    train(TrainConfig(limit=2048, epochs=1, batch_size=64, lr=2e-3, save_every=0, precision="fp32", export_onnx=False,
                       seed=0, device="cpu", resume="never", run_dir=str(tmp_path / "one")))
     one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
     two = load_checkpoint(two_nodes["main"] / "run" / "checkpoints" / "last.pt")
@@ -226,7 +226,7 @@ def test_checkpoint_of_two_processes_resumes_on_one(two_nodes, tmp_path):
     from mnist_cnn.train import train
 
     _seed_run(two_nodes, tmp_path / "r", 12)
-    result = train(TrainConfig(limit=2048, epochs=1, batch_size=64, save_every=0, precision="fp32",
+    result = train(TrainConfig(limit=2048, epochs=1, batch_size=64, lr=2e-3, save_every=0, precision="fp32",
                                export_onnx=False, seed=0, device="cpu", run_dir=str(tmp_path / "r")))
     assert result["step"] == STEPS
     one = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["model"]
@@ -239,7 +239,7 @@ def test_other_global_batch_resumes_at_the_same_image(two_nodes, tmp_path, capsy
     from mnist_cnn.train import train
 
     _seed_run(two_nodes, tmp_path / "r", 12)
-    result = train(TrainConfig(limit=2048, epochs=1, batch_size=48, save_every=0, precision="fp32",
+    result = train(TrainConfig(limit=2048, epochs=1, batch_size=48, lr=2e-3, save_every=0, precision="fp32",
                                export_onnx=False, seed=0, device="cpu", run_dir=str(tmp_path / "r")))
     log = capsys.readouterr().err
     remaining = -(-(N_TRAIN - 768) // 48)  # 23 batches of 48 from image 768
