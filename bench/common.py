@@ -68,11 +68,13 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
-# Runs a Python module or script in a child process and reports its peak RSS (KiB) on stderr at exit.
+# Runs a Python module or script in a child process and reports its peak RSS (KiB) on stderr at exit: VmHWM,
+# the peak of this program's own memory. Not getrusage's ru_maxrss: Linux carries it across exec, so a child
+# started by a large parent (a benchmark that imported torch) reports the parent's peak when it is higher.
 PEAK_RSS_WRAPPER = (
-    "import atexit, resource, runpy, sys\n"
-    "atexit.register(lambda: print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}',"
-    " file=sys.stderr))\n"
+    "import atexit, runpy, sys\n"
+    "hwm = lambda: next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "atexit.register(lambda: print(f'PEAK_RSS_KB {hwm()}', file=sys.stderr))\n"
     "target = sys.argv[1]; sys.argv = sys.argv[1:]\n"
     "runpy.run_path(target, run_name='__main__') if target.endswith('.py') else "
     "runpy.run_module(target, run_name='__main__', alter_sys=True)\n"
