@@ -105,23 +105,33 @@ def rss_mib(pid: int) -> float:
     return total
 
 
-def start_server(checkpoint: str, threads: int | None, engine: str, workers: int) -> tuple[subprocess.Popen, str]:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start_server(checkpoint: str, threads: int | None, engine: str, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
     cmd = [sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", checkpoint, "--host", "127.0.0.1",
            "--port", str(port), "--engine", engine, "--workers", str(workers)] + (
            ["--threads", str(threads)] if threads else [])
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return launch(cmd, port, 1 + workers if workers > 1 else 1)  # uvicorn's supervisor and its workers
+
+
+def launch(cmd: list[str], port: int, processes: int, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a server command listening on 127.0.0.1:``port``; returns once /api/health answers and it runs
+    ``processes`` processes in all."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
-    processes = 1 + workers if workers > 1 else 1  # uvicorn's supervisor and its workers
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {proc.stderr.read()}")
         try:
             if httpx.get(base + "/api/health", timeout=2).status_code == 200 and len(tree(proc.pid)) >= processes:
-                time.sleep(1.0 if workers > 1 else 0.0)  # every worker's start-up done, not only the first one's
+                time.sleep(1.0 if processes > 1 else 0.0)  # every worker's start-up done, not only the first one's
                 return proc, base
         except httpx.TransportError:
             time.sleep(0.2)
@@ -129,15 +139,27 @@ def start_server(checkpoint: str, threads: int | None, engine: str, workers: int
     raise SystemExit("server did not start in 120 s")
 
 
-async def load(base: str, images: list[bytes], labels: np.ndarray, n: int, concurrency: int) -> dict:
-    """n requests, ``concurrency`` in flight; latency is per request, from send to the parsed JSON.
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ctrl-C, as in a terminal; killed if it has not stopped within 20 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def load(base: str, images: list[bytes], labels: np.ndarray, n: int, concurrency: int,
+               path: str = "/api/predict", ctype: str = "image/png") -> dict:
+    """n requests, ``concurrency`` in flight; latency is per request, from send to the parsed JSON. Each request
+    POSTs one of ``images`` to ``path`` as it is, with ``ctype`` as its content type (a multipart form's body
+    and its boundary, say).
 
     aiohttp's client: it spends ~0.2 ms of CPU per request here where httpx's async client spends ~4 ms,
     which on 2 shared cores would measure the client rather than the server."""
     lat: list[float] = []
     errors = correct = 0
     todo = iter(range(n))
-    headers = {"content-type": "image/png"}
+    headers = {"content-type": ctype}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
         async def worker():
@@ -146,7 +168,7 @@ async def load(base: str, images: list[bytes], labels: np.ndarray, n: int, concu
                 j = i % len(images)
                 t0 = time.perf_counter()
                 try:
-                    async with http.post("/api/predict", data=images[j], headers=headers) as r:
+                    async with http.post(path, data=images[j], headers=headers) as r:
                         ok = r.status == 200
                         right = ok and (await r.json())["digits"] == [int(labels[j])]
                         correct += right  # after the await: `correct += await …` would lose other tasks' updates
@@ -196,11 +218,7 @@ def one_repeat(args, checkpoint: str, images, labels) -> tuple[list[dict], dict]
         mem = {"rss_start_mib": rss_start, "rss_warm_mib": rss_warm, "rss_end_mib": rss_mib(proc.pid),
                "engine": engine}
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     return rows, mem
 
 
