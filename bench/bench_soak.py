@@ -60,7 +60,7 @@ async def soak(base: str, pid: int, minutes: float, concurrency: int, seed: int)
                     r = await http.post("/api/predict", content=body, headers={"content-type": "image/png"})
                     statuses[r.status_code] += 1
                 except httpx.HTTPError as e:
-                    errors[type(e).__name__] += 1
+                    errors[f"{type(e).__name__} ({kind})"] += 1
 
         async def watcher() -> None:
             while time.monotonic() < end:
