@@ -51,32 +51,25 @@ def matmul_rate(dtype: str, n: int = 1024, reps: int = 7) -> float:
 def profile_step(steps: int = 30) -> list[dict]:
     """Where a default training step's time goes: self CPU ms per step by op and input shape (torch.profiler)."""
     import torch
-    import torch.nn.functional as F
+    from gpu_train import make_step
     from torch.profiler import ProfilerActivity, profile
 
     from mnist_cnn.config import TrainConfig
     from mnist_cnn.model import build_model
     from mnist_cnn.precision import choose
-    from mnist_cnn.train import autocast, to_input
 
     cfg = TrainConfig()
     bf16, _ = choose(torch.device("cpu"), cfg.model, cfg.batch_size, cfg.precision)
     model = build_model(cfg.model).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
-    x, y = to_input(torch.randint(0, 256, (cfg.batch_size, 28, 28), dtype=torch.uint8)), torch.randint(0, 10, (cfg.batch_size,))
-
-    def step() -> None:
-        with autocast(x.device, bf16):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = make_step(model, opt, bf16, compile_=False)  # the GPU script's step: one definition of a bench step
+    x, y = torch.randint(0, 256, (cfg.batch_size, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (cfg.batch_size,))
 
     for _ in range(10):
-        step()
+        step(x, y)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
-            step()
+            step(x, y)
     events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events) / steps / 1e3
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
