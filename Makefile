@@ -12,13 +12,13 @@ TORCH  := torch==2.13.0
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-setup: $(STAMP)  ## create .venv and install torch (CPU build), the project with its train extra, the test tools
+setup: $(STAMP)  ## create .venv and install torch (CPU build), the project with its train and report extras, the test tools
 
 $(STAMP): pyproject.toml Makefile scripts/setup-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[train,test]'
+	$(PY) -m pip install -q -e '.[train,report,test]'
 	bash scripts/setup-system.sh
 	touch $(STAMP)
 

@@ -21,7 +21,7 @@
   enough for the radius test (a T-shirt is ~12 px wide in the 20-px box).
 
 Training calls the first two at every epoch end on the held-out split and stores ``temperature`` and
-``reject_energy`` in the checkpoint. numpy/scipy/OpenCV only (no torch).
+``reject_energy`` in the checkpoint. numpy only (no torch).
 """
 
 from __future__ import annotations
@@ -54,12 +54,10 @@ def energy(logits: np.ndarray) -> np.ndarray:
 def thick_ink(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N,28,28) inputs in [0,1] → ((N,) radius in px of the largest disc inside the ink (pixels > 0.5),
     (N,) count of ink pixels deeper than CORE_DEPTH inside it)."""
-    import cv2  # exact Euclidean distance transform; imports fast, unlike scipy.ndimage
+    from mnist_cnn.pixels import distance_inside
 
-    ink = (np.asarray(x) > 0.5).astype(np.uint8).reshape(-1, *np.shape(x)[-2:])
-    depth = [cv2.distanceTransform(a, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) for a in ink]
-    return (np.array([d.max() for d in depth], dtype=np.float64),
-            np.array([int((d >= CORE_DEPTH).sum()) for d in depth], dtype=np.int64))
+    depth = distance_inside(np.asarray(x).reshape(-1, *np.shape(x)[-2:]) > 0.5)
+    return depth.max(axis=(1, 2)).astype(np.float64), (depth >= CORE_DEPTH).sum(axis=(1, 2)).astype(np.int64)
 
 
 def is_filled(x: np.ndarray) -> np.ndarray:

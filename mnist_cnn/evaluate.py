@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,7 +120,11 @@ def _short_name(path: Path) -> str:
 
 
 def draw_pictures(report: dict, s: Scored, out: Path, metrics_csv: Path | None) -> list[str]:
-    """Write confusion.png, mistakes.png and (when the run has metrics.csv) history.png; their names."""
+    """Write confusion.png, mistakes.png and (when the run has metrics.csv) history.png; their names. None
+    without matplotlib (the ``report`` extra): the report is then numbers only, and says so."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("note: the report's pictures need matplotlib: pip install 'mnist-cnn[report]'", file=sys.stderr)
+        return []
     from mnist_cnn import plots
 
     headline = f"accuracy {report['accuracy']:.2%} on {report['images']:,} images of {report['data']}"

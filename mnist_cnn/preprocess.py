@@ -21,11 +21,8 @@ in 99.97 %. This module repeats that recipe after turning a photo or drawing int
 5. ``normalise``: crop; strokes outside MNIST's usual width (a thin pen line shrunk from a big photo, a fat
    marker) dilated or eroded towards it; longer side to 20 px (area resampling); centre of mass to (14, 14).
 
-Libraries: Pillow decodes (formats, EXIF, palettes, animations, JPEG draft mode, its bomb guard). OpenCV
-(opencv-python-headless) does the pixel work: connected components with stats, Otsu, contours (stroke width),
-morphology, area resampling, all in C++; it imports in ~40 ms where scipy.ndimage takes ~500 ms on this
-machine (median of 5 fresh processes, numpy loaded), which keeps a cold ``mnist-cnn predict`` fast; scipy is
-not imported at all. A 28×28 PNG takes ~0.5 ms, a 4000×3000 JPEG photo ~110 ms (2 busy cores).
+Libraries: Pillow decodes (formats, EXIF, palettes, animations, JPEG draft mode, its bomb guard) and resamples;
+pixels.py holds the rest of the pixel work (connected components by cc3d, morphology, Otsu, contour length).
 Already MNIST-like images (28×28, clean background, 20-px box) come through unchanged: MNIST test digits as
 PNGs give the same accuracy (tests/test_preprocess.py).
 
@@ -47,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_cnn import CorruptImage, MnistCnnError, NotAnImage, TooLarge
+from mnist_cnn import pixels
 from mnist_cnn.memory import DECODE_BUDGET, MAX_DECODE_BYTES
 from mnist_cnn.segment import find_digits, ink_and_sheet, ink_map, stroke_width  # noqa: F401 (re-exported)
 
@@ -223,18 +221,16 @@ def to_grey(a: np.ndarray) -> np.ndarray:
 
 def _restroke(crop: np.ndarray, width: float, target: float) -> np.ndarray:
     """Dilate or erode the strokes (``width`` px in the 20-px box) to ``target``, at 4× the final scale."""
-    import cv2
-
     given = crop
     h, w = crop.shape
     f = min(1.0, 4 * BOX / max(h, w))
     if f < 1:
-        crop = cv2.resize(crop, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        crop = pixels.resize(crop, (max(1, round(w * f)), max(1, round(h * f))))
         core = crop[crop > 0.1 * crop.max()]  # a line thinner than a pixel here: bring its core back to full ink
         crop = np.clip(crop / max(float(np.quantile(core, 0.75)), 1e-6), 0.0, 1.0)
     r = max(1, round(abs(target - width) * max(crop.shape) / BOX / 2))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    crop = cv2.dilate(np.pad(crop, r), kernel) if target > width else cv2.erode(crop, kernel)
+    kernel = pixels.ellipse(2 * r + 1)
+    crop = pixels.dilate(np.pad(crop, r), kernel) if target > width else pixels.erode(crop, kernel)
     rows, cols = np.nonzero(crop > 0.02)
     if not rows.size:  # eroded away (specks the estimator measured as bold): kept as they were, not emptied
         return given
@@ -243,8 +239,6 @@ def _restroke(crop: np.ndarray, width: float, target: float) -> np.ndarray:
 
 def normalise(crop: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """One digit's ink → (28,28): longer side 20 px keeping the aspect ratio, centre of mass on (14, 14)."""
-    import cv2
-
     side = max(crop.shape)
     if side > FIELD and mask is not None:  # shrunk from a bigger image: strokes within MNIST's usual range
         width = stroke_width(mask & (crop >= 0.5)) * BOX / side  # half-ink: blur does not widen it
@@ -254,7 +248,7 @@ def normalise(crop: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     side = max(h, w)
     if side != BOX:
         size = (max(1, round(w * BOX / side)), max(1, round(h * BOX / side)))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if side > BOX else cv2.INTER_LINEAR)
+        crop = pixels.resize(crop, size, "area" if side > BOX else "linear")
     return _centre(crop / max(float(crop.max()), 1e-6))  # in [0, 1]: area and linear resizing never undershoot 0
 
 

@@ -17,12 +17,14 @@ The part of ``preprocess.to_mnist`` that separates writing from paper, and one d
 * digits: connected components; specks (< 4 % of the ink) and frame lines along the border dropped; pieces of
   one digit (broken strokes, a detached bar) merged; left to right.
 
-OpenCV (headless) does the pixel work in C++; it imports in ~40 ms where scipy.ndimage takes ~500 ms here.
+The pixel operations (resampling, components, morphology, Otsu, contours) are in pixels.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from mnist_cnn import pixels
 
 MIN_CONTRAST = 0.08  # ink must differ from the paper by this much (of full scale), else "no digit"
 THUMBNAIL = 64  # px: a smaller image is a crop, a canvas or an MNIST-format digit, not a photo of a sheet
@@ -59,17 +61,15 @@ def _robust_fit(z: np.ndarray, basis: np.ndarray) -> np.ndarray:
 def _fit_paper(g: np.ndarray) -> np.ndarray:
     """The paper's brightness → (H,W) surface: a robust quadratic over the image (ink is the minority) or, in a
     thumbnail, a robust plane through its border (see _fit_border)."""
-    import cv2
-
     h, w = g.shape
     if max(h, w) < THUMBNAIL:
         return _fit_border(g)
     s = min(1.0, 48 / max(h, w))  # fit on a ≤ 48-px thumbnail: shading is smooth
-    small = cv2.resize(g, (max(2, round(w * s)), max(2, round(h * s))), interpolation=cv2.INTER_AREA)
+    small = pixels.resize(g, (max(2, round(w * s)), max(2, round(h * s))), "area")
     yy, xx = np.mgrid[-1:1:small.shape[0] * 1j, -1:1:small.shape[1] * 1j]
     basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], -1).reshape(-1, 6)
     surface = (basis @ _robust_fit(small.ravel().astype(np.float64), basis)).reshape(small.shape)
-    return cv2.resize(surface.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return pixels.resize(surface, (w, h), "linear")
 
 
 def _fit_border(g: np.ndarray) -> np.ndarray:
@@ -101,38 +101,28 @@ def _noise(g: np.ndarray) -> float:
 
 
 def _otsu(values: np.ndarray) -> float:
-    import cv2
-
     top = float(values.max())
-    u8 = (values / top * 255).astype(np.uint8).reshape(-1, 1)  # values are in (0, top]: no clip needed
-    return cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0] / 255 * top
+    u8 = (values / top * 255).astype(np.uint8)  # values are in (0, top]: no clip needed
+    return pixels.otsu(u8) / 255 * top
 
 
 def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width in pixels: 2·area / contour length (exact for long bars, any width ≥ 1)."""
-    import cv2
-
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    length = sum(cv2.arcLength(c, True) for c in contours)
-    return 2.0 * float(mask.sum()) / max(length, 1.0)
+    return 2.0 * float(mask.sum()) / max(pixels.contour_length(mask), 1.0)
 
 
 def _border_contact(labels: np.ndarray, n: int, sheet: np.ndarray | None = None) -> np.ndarray:
     """Per label, how many of its pixels lie on the image's border, or on the edge of the ``sheet`` mask."""
     edge = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
     if sheet is not None:
-        import cv2
-
-        rim = cv2.dilate((~sheet).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        rim = pixels.dilate(~sheet, 5)
         edge = np.concatenate([edge, labels[rim]])
     return np.bincount(edge.ravel(), minlength=n)
 
 
 def _inner_width(mask: np.ndarray, sheet: np.ndarray | None = None) -> float:
     """Stroke width of the ink away from the image's border (the table past a paper edge touches it)."""
-    import cv2
-
-    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    n, labels = pixels.label(mask)
     inner = np.flatnonzero(_border_contact(labels, n, sheet) == 0)[1:] if n > 1 else []
     return stroke_width(np.isin(labels, inner) if len(inner) else mask)
 
@@ -140,23 +130,20 @@ def _inner_width(mask: np.ndarray, sheet: np.ndarray | None = None) -> float:
 def _remove_broad(c: np.ndarray, width: float, level: float) -> np.ndarray:
     """Subtract what is broader than 4 strokes and reaches the image's border (the table past the paper edge,
     shadows): a morphological opening, kept only in its regions above ``level`` that touch the border."""
-    import cv2
-
     k = 4 * width + 3
     h, w = c.shape
     f = max(1.0, k / 15, max(h, w) / 512)  # run it on ≤ 512 px, kernel ≤ 15 px: broad things stay broad there
-    small = cv2.resize(c, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA) if f > 1 else c
-    ks = int(k / f) | 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (ks, ks))
-    broad = cv2.morphologyEx(small, cv2.MORPH_OPEN, kernel)
-    n, labels = cv2.connectedComponents((broad > level).astype(np.uint8), connectivity=8)
+    small = pixels.resize(c, (max(1, round(w / f)), max(1, round(h / f)))) if f > 1 else c
+    kernel = pixels.ellipse(int(k / f) | 1)
+    broad = pixels.opening(small, kernel)
+    n, labels = pixels.label(broad > level)
     touching = np.flatnonzero(_border_contact(labels, n))
-    region = cv2.dilate(np.isin(labels, touching[touching > 0]).astype(np.uint8), kernel)
+    region = pixels.dilate(np.isin(labels, touching[touching > 0]), kernel)
     if not region.any():
         return c
-    broad = np.where(region > 0, np.maximum(broad, 0.0), 0.0).astype(np.float32)
+    broad = np.where(region, np.maximum(broad, 0.0), 0.0).astype(np.float32)
     if f > 1:
-        broad = cv2.resize(broad, (w, h), interpolation=cv2.INTER_LINEAR)
+        broad = pixels.resize(broad, (w, h), "linear")
     return c - broad
 
 
@@ -165,36 +152,34 @@ def _on_the_paper(c: np.ndarray, level: float) -> np.ndarray | None:
     off it is ≥ 10 % of the frame and mostly not background (a table), it holds a mark whole and its edge cuts
     none away from the image's border: scans, canvases, tight crops, big digits that split the background
     stay whole."""
-    import cv2
-
     h, w = c.shape
     if max(h, w) < THUMBNAIL:  # a thumbnail, not a photo of a sheet
         return None
     f = min(1.0, 256 / max(h, w))
     paper = (c < level).astype(np.float32)
     if f < 1:
-        paper = cv2.resize(paper, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    paper = (paper > 0.5).astype(np.uint8)
+        paper = pixels.resize(paper, (max(1, round(w * f)), max(1, round(h * f))))
+    paper = paper > 0.5
     k = int(0.035 * max(paper.shape)) | 1  # cut narrow bridges to the table: 9 px at 256
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.morphologyEx(paper, cv2.MORPH_OPEN, np.ones((k, k), np.uint8)),
-                                                           connectivity=4)
+    n, labels = pixels.label(pixels.opening(paper, k), connectivity=4)
     if n < 2:
         return None
-    sheet = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    contours, _ = cv2.findContours((labels == sheet).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    points = np.concatenate(contours)
-    hull = cv2.fillConvexPoly(np.zeros(paper.shape, np.uint8), cv2.convexHull(points), 1)
+    sheet = 1 + int(np.argmax(np.bincount(labels.ravel(), minlength=n)[1:]))
+    region = labels == sheet
+    if pixels.row_spans(region) > 0.9 * region.size:  # the hull holds every row's span: < 10 % would lie off it
+        return None
+    hull = pixels.hull_mask(region)
     off = hull == 0
     if off.mean() < 0.1 or paper[off].mean() > 0.4:  # what lies off the hull must be mostly not paper (a table)
         return None
-    n, marks = cv2.connectedComponents(1 - paper, connectivity=8)  # the writing and the table
+    n, marks = pixels.label(~paper)  # the writing and the table
     inside, size = np.bincount(marks[hull > 0], minlength=n), np.bincount(marks.ravel(), minlength=n)
     crossing = (_border_contact(marks, n) == 0) & (size >= 20) & (inside > 0.05 * size) & (inside < 0.95 * size)
     held = (size >= 20) & (inside >= 0.95 * size)
     if crossing[1:].any() or not held[1:].any():  # the sheet holds the writing whole, or it is no sheet
         return None
-    hull = cv2.erode(hull, np.ones((7, 7), np.uint8))  # off the sheet's blurred edge (~1 % of the frame)
-    return cv2.resize(hull, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    hull = pixels.erode(hull > 0, 7)  # off the sheet's blurred edge (~1 % of the frame)
+    return pixels.resize(hull, (w, h), "nearest")
 
 
 def ink_map(grey: np.ndarray) -> np.ndarray | None:
@@ -204,8 +189,6 @@ def ink_map(grey: np.ndarray) -> np.ndarray | None:
 
 def ink_and_sheet(grey: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """ink_map, and the mask of the sheet when the photo shows one on a table (else None)."""
-    import cv2
-
     paper = _fit_paper(grey)
     r = grey - paper
     sigma = _noise(grey)
@@ -215,7 +198,7 @@ def ink_and_sheet(grey: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | Non
     c = (-r if dark > light else r) / scale
     sigma /= quantile(scale, 0.5)
     if sigma > 0.03:  # visible noise: a light blur keeps strokes and quietens single pixels
-        c = cv2.GaussianBlur(c, (0, 0), 1.0)
+        c = pixels.gaussian_blur(c, 1.0)
         sigma *= 0.3  # what a σ=1 Gaussian leaves of white noise (1 / (2·√π) ≈ 0.28)
     if float(c.max()) < max(MIN_CONTRAST, 6 * sigma):
         return None, None
@@ -237,11 +220,9 @@ def ink_and_sheet(grey: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | Non
 def _components(ink: np.ndarray, sheet: np.ndarray | None = None) -> tuple[np.ndarray, list, np.ndarray, list]:
     """Labels, boxes (x, y, w, h per label, plain ints), ink mass; ids of the components that are strokes (not
     specks nor frame lines). Plain ints, not numpy rows: numpy's per-element cost dominated this per-request
-    bookkeeping of a handful of components (~75 µs of a 28×28 digit's ~600)."""
-    import cv2
-
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((ink >= 0.25).astype(np.uint8), connectivity=8)
-    box = stats[:, :4].tolist()
+    bookkeeping of a handful of components."""
+    n, labels = pixels.label(ink >= 0.25)
+    box = pixels.boxes(labels, n).tolist()
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)
     strong = np.bincount(labels[ink >= 0.5], minlength=n) > 0  # hysteresis: a stroke reaches full ink
     mass[0], strong[0] = 0.0, False
@@ -320,8 +301,6 @@ def _group(box: list, mass: np.ndarray, ids: list[int]) -> list[list[int]]:
 def find_digits(ink: np.ndarray, single: bool = False,
                 sheet: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(crop of the ink, its stroke mask) for each digit, left to right; one for everything when ``single``."""
-    import cv2
-
     labels, box, mass, ids = _components(ink, sheet)
     if not ids:
         return []
@@ -332,7 +311,7 @@ def find_digits(ink: np.ndarray, single: bool = False,
         x0, y0, x1, y1 = _extent(box, group)
         x0, y0, x1, y1 = max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, ink.shape[1]), min(y1 + 1, ink.shape[0])
         core = member[labels[y0:y1, x0:x1]]
-        near = cv2.dilate(core.view(np.uint8), np.ones((3, 3), np.uint8)) > 0  # keep the anti-aliased rim
+        near = pixels.dilate(core, 3)  # keep the anti-aliased rim
         crop = np.where(near, ink[y0:y1, x0:x1], 0.0).astype(np.float32)
         rows, cols = np.nonzero(crop)
         crop = crop[rows.min():rows.max() + 1, cols.min():cols.max() + 1]

@@ -54,10 +54,11 @@ def mnist_cnn(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300, env=outside_env())
 
 
-def test_the_reading_install_has_no_torch(venv):
-    probe = subprocess.run([str(venv / "bin/python"), "-c", "import torch"], capture_output=True, text=True,
+@pytest.mark.parametrize("module", ["torch", "cv2", "matplotlib"])
+def test_the_reading_install_leaves_the_big_packages_out(venv, module):
+    probe = subprocess.run([str(venv / "bin/python"), "-c", f"import {module}"], capture_output=True, text=True,
                            env=outside_env())
-    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+    assert probe.returncode != 0 and f"No module named '{module}'" in probe.stderr
 
 
 def test_the_wheel_ships_the_type_hints_marker(venv):
@@ -92,13 +93,15 @@ def test_train_and_export_say_which_extra_they_need(venv, tmp_path):
         assert lines[0].startswith("error: mnist-cnn ") and "pip install 'mnist-cnn[train]'" in lines[0]
 
 
-def test_evaluate_needs_data_outside_a_checkout_and_reads_a_labelled_folder(venv, tmp_path):
+def test_evaluate_needs_data_outside_a_checkout_and_reads_a_labelled_folder_without_pictures(venv, tmp_path):
     result = mnist_cnn(venv, "evaluate", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
         "error: the bundled MNIST (data/mnist) comes with the source checkout"), result.stderr
     result = mnist_cnn(venv, "evaluate", "--data", str(SAMPLES), "--out", "report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "report" / "report.json").read_text())["images"] == 10
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["images"] == 10 and report["files"] == ["report.json", "report.html"]  # no pictures: no matplotlib
+    assert "pip install 'mnist-cnn[report]'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_serve_answers_over_http(venv, photo, tmp_path):
