@@ -10,10 +10,10 @@ Run: python bench/bench_serve_libs.py [--checkpoint strong] [--engine auto] [--r
    (over the 10 MB limit), with its length declared and chunked, each to a fresh server: status, how soon
    it is answered, how much the client had sent by then, what the server wrote (UploadFile spools to disk)
    and its peak RSS.
-2. Two worker processes: ``mnist-cnn serve --workers 2`` (workers.py: a SO_REUSEPORT socket per worker and
-   Rebalance), uvicorn's own ``workers=2`` and, when gunicorn is installed, gunicorn with uvicorn's
-   UvicornWorker (both: one shared socket), each serving the same app (serve_libs_app.app) with the same
-   HTTP settings and threads. All up at once, rounds alternating, each a fresh set of keep-alive
+2. Two worker processes: ``mnist-cnn serve --workers 2`` (workers.py: gunicorn's arbiter since the own
+   supervisor lost this comparison), uvicorn's own ``workers=2`` and gunicorn run from its command line with
+   the project's worker class, each serving the same app (serve_libs_app.app) with the same HTTP settings
+   and threads. All up at once, rounds alternating, each a fresh set of keep-alive
    connections (bench_serve.load, raw PNG bodies of MNIST test digits); the busiest worker's share of the
    workers' CPU time shows how evenly they were loaded (50 %: even). Then one worker of each is killed
    (SIGKILL), once per repeat: seconds until a replacement process exists, and until a new connection (one
@@ -260,10 +260,10 @@ def supervisors(args) -> dict:
     def gunicorn_workers():
         port = free_port()
         return launch([sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class",
-                       "serve_libs_app.LimitedUvicornWorker", "--pythonpath", "bench", "--bind", f"127.0.0.1:{port}",
+                       "mnist_cnn.workers.Worker", "--pythonpath", "bench", "--bind", f"127.0.0.1:{port}",
                        "--log-level", "warning", "--graceful-timeout", "5", "serve_libs_app:app()"], port, 3, env=env)
 
-    out = {"own serve --workers 2": lambda: start_server(args.checkpoint, None, args.engine, 2),
+    out = {"serve --workers 2": lambda: start_server(args.checkpoint, None, args.engine, 2),
            "uvicorn workers=2": uvicorn_workers}
     if importlib.util.find_spec("gunicorn"):
         out["gunicorn -w 2 UvicornWorker"] = gunicorn_workers
@@ -369,10 +369,10 @@ def part_supervisors(args) -> dict:
 
 def supervisor_verdict(part: dict, concurrency: int) -> str:
     rows = {r["variant"]: r for r in part["load"] if r["concurrency"] == concurrency}
-    own = rows.pop("own serve --workers 2")
+    own = rows.pop("serve --workers 2")
     name, best = max(rows.items(), key=lambda kv: kv[1]["req/s"])
     ratio = own["req/s"] / max(best["req/s"], 1)
-    return (f"own supervisor + Rebalance: {'kept' if ratio >= CLEAR_WIN else f'replaced by {name}'}, because "
+    return (f"serve --workers 2: {'as fast' if ratio >= 1 / CLEAR_WIN else 'slower'} than the library alternatives: "
             f"{own['req/s']:,} against {best['req/s']:,} req/s ({ratio:.2f}x), p99 {own['p99 ms']} against "
             f"{best['p99 ms']} ms at concurrency {concurrency} ({name}, the faster library alternative)")
 

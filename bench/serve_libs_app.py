@@ -4,7 +4,6 @@
   ``BENCH_ENGINE``, ``BENCH_THREADS`` from the environment), for uvicorn's and gunicorn's own workers.
 - ``upload_app()``: the same app plus ``POST /api/predict-uploadfile``, the /api/predict route with the body
   read by FastAPI's ``UploadFile`` instead of serve.read_upload; everything after the read is the same code.
-- ``LimitedUvicornWorker``: uvicorn's gunicorn worker with the project's HTTP limits (http_limits.py).
 
 ``python bench/serve_libs_app.py upload|app PORT WORKERS``: that app under uvicorn.run (its own
 multi-process mode when WORKERS > 1), with the settings ``serve`` uses.
@@ -17,7 +16,6 @@ import json
 import os
 import sys
 import time
-import warnings
 
 from fastapi import HTTPException, Request, UploadFile
 from fastapi.responses import Response
@@ -50,17 +48,6 @@ def upload_app():
         return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
 
     return application
-
-
-try:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # uvicorn.workers points to the uvicorn-worker package
-        from uvicorn.workers import UvicornWorker
-
-    class LimitedUvicornWorker(UvicornWorker):
-        CONFIG_KWARGS = {"loop": "auto", **uvicorn_settings()}
-except ImportError:  # no gunicorn
-    pass
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def boxes(labels: np.ndarray, n: int) -> np.ndarray:
     lab, ys, xs = lab[order], ys[order], xs[order]
     out = np.zeros((n, 4), np.int64)
     if lab.size:
-        starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+        starts = np.flatnonzero(np.concatenate(([True], lab[1:] != lab[:-1])))
         x0, y0 = np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts)
         x1, y1 = np.maximum.reduceat(xs, starts), np.maximum.reduceat(ys, starts)
         out[lab[starts]] = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], 1)
@@ -55,12 +55,15 @@ def boxes(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def otsu(u8: np.ndarray) -> int:
-    """Otsu's threshold of 8-bit values: the level t that best splits them into ≤ t and > t."""
-    p = np.bincount(u8.ravel(), minlength=256)[:256] / u8.size
-    omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu[-1] * omega - mu) ** 2 / (omega * (1.0 - omega))
-    between[(omega < 1e-12) | (omega > 1 - 1e-12)] = -1.0
+    """Otsu's threshold of 8-bit values: the level t that best splits them into ≤ t and > t (the between-class
+    variance, times n², compared in integers: no division by an empty class)."""
+    hist = np.bincount(u8.ravel(), minlength=256)[:256]
+    count, moment = np.cumsum(hist), np.cumsum(hist * np.arange(256))
+    n, total = int(count[-1]), int(moment[-1])
+    split = (count > 0) & (count < n)
+    between = np.zeros(256)
+    between[split] = ((total * count[split] - n * moment[split]).astype(np.float64) ** 2
+                      / (count[split] * (n - count[split])))
     return int(np.argmax(between))
 
 
@@ -85,8 +88,9 @@ def _widen(run: np.ndarray, steps: int, pick, axis: int) -> None:
 def _sweep(a: np.ndarray, rows: list[int], pick, pad) -> np.ndarray:
     """max (dilation) or min (erosion) of ``a`` over a symmetric kernel given as half-widths per row."""
     r, c = len(rows) // 2, max(rows)
-    run = np.pad(a, ((r, r), (c, c)), constant_values=pad)  # run: the extreme over [x - width, x + width]
     h, w = a.shape
+    run = np.full((h + 2 * r, w + 2 * c), pad, a.dtype)  # run: the extreme over [x - width, x + width]
+    run[r:r + h, c:c + w] = a
     if len(set(rows)) == 1:  # a rectangle: separable
         _widen(run, c, pick, 1)
         _widen(run, r, pick, 0)
@@ -226,19 +230,16 @@ def contour_length(mask: np.ndarray) -> float:
 
 def distance_inside(masks: np.ndarray) -> np.ndarray:
     """(N,H,W) bool → (N,H,W) float32: each pixel's Euclidean distance to the nearest pixel outside its mask
-    (0 off the mask; inf when a mask has no pixel outside it, as OpenCV's ``distanceTransform``). Exact:
-    distances along rows first, then the smallest d_row² + dy² down each column (Felzenszwalb-Huttenlocher,
-    done by brute force over the rows: images here are 28×28)."""
+    (0 off the mask; inf when a mask has no pixel outside it, as OpenCV's ``distanceTransform``). Exact, in
+    two passes done by brute force (images here are 28×28): the distance along each row, then the smallest
+    row distance² + dy² down each column (the separable method of Felzenszwalb and Huttenlocher)."""
     masks = np.asarray(masks, bool)
     n, h, w = masks.shape
-    row = np.where(masks, np.float32(np.inf), np.float32(0))
-    for x in range(1, w):  # distance to the nearest pixel outside along the row: from the left, then the right
-        np.minimum(row[:, :, x], row[:, :, x - 1] + 1, out=row[:, :, x])
-    for x in range(w - 2, -1, -1):
-        np.minimum(row[:, :, x], row[:, :, x + 1] + 1, out=row[:, :, x])
-    sq = row * row
+    dx = np.abs(np.arange(w)[:, None] - np.arange(w)[None, :]).astype(np.float32)  # (x, x')
     dy2 = ((np.arange(h)[:, None] - np.arange(h)[None, :]) ** 2).astype(np.float32)[None, :, :, None]
     out = np.empty((n, h, w), np.float32)
-    for i in range(0, n, 256):
-        out[i:i + 256] = np.sqrt((sq[i:i + 256, None] + dy2).min(2))
+    for i in range(0, n, 128):
+        outside = ~masks[i:i + 128, :, None, :]  # (k, y, 1, x')
+        row = np.where(outside, dx, np.float32(np.inf)).min(-1)  # (k, y, x): along the row
+        out[i:i + 128] = np.sqrt((row[:, None] ** 2 + dy2).min(2))  # over the rows y' of each column
     return out

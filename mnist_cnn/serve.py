@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import io
 import json
 import logging
+import multiprocessing
 import socket
+import struct
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+import zlib
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -34,7 +36,6 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
@@ -44,7 +45,7 @@ from mnist_cnn.engine import usable_cores
 from mnist_cnn.http_limits import MAX_HEAD_BYTES, uvicorn_settings
 from mnist_cnn.memory import return_big_buffers
 from mnist_cnn.preprocess import MAX_PIXELS
-from mnist_cnn.workers import listening_socket, supervise
+from mnist_cnn import workers as processes
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an image over 10 MB is refused with 413 (documented in the API page)
 FORM_OVERHEAD = 64 * 1024  # room for the multipart envelope around a file of MAX_UPLOAD_BYTES
@@ -113,10 +114,19 @@ HEAD_ERROR = {431: {"model": ErrorDetail, "description": f"request line and head
 
 # ---------------------------------------------------------------- the work done in a thread
 def png_data_url(a: np.ndarray) -> str:
-    """(28,28) floats in [0,1] → a grey PNG as a data URL (ink bright, as the model saw it)."""
-    buf = io.BytesIO()
-    Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)).save(buf, "PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    """(28,28) floats in [0,1] → a grey PNG as a data URL (ink bright, as the model saw it). Written directly
+    (signature, IHDR, one zlib IDAT, IEND): this runs for every digit of every request, and Pillow's encoder
+    takes about four times as long for an image this small (tests/test_serve.py decodes it with Pillow)."""
+    h, w = a.shape
+    rows = np.zeros((h, w + 1), np.uint8)  # each row starts with its filter type: 0, none
+    rows[:, 1:] = (np.clip(a, 0, 1) * 255).round()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def predict_bytes(predictor, data: bytes, source: str) -> dict:
@@ -321,10 +331,28 @@ def add_routes(app: FastAPI) -> None:
 def default_workers() -> tuple[int, str]:
     """(server processes, why that many) when ``--workers`` is not given: one per CPU core this process may
     use, since Python's work (HTTP, preprocessing) holds the GIL and so keeps one core busy per process; one
-    where the workers cannot share the port (no SO_REUSEPORT: not Linux)."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        return 1, "the default without SO_REUSEPORT"
+    where gunicorn does not run (Windows)."""
+    if not processes.available():
+        return 1, "the default without gunicorn"
     return usable_cores(), "the default: one per usable CPU core"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One clear error when another server (of ours or not) holds the port, before any process starts."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise MnistCnnError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
+def describe_model(checkpoint: str | Path | None, engine: str) -> tuple[str, str]:
+    """(model file, engine name) that ``serve`` loads for ``checkpoint``; its errors are the user's one line."""
+    from mnist_cnn.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
+    return str(predictor.checkpoint), predictor.engine.name
 
 
 def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
@@ -333,28 +361,30 @@ def serve(checkpoint: str | Path | None, host: str = "127.0.0.1", port: int = 80
 
     ``workers``: server processes on the port, each with its own model, so that Python's work runs on several
     cores at once instead of taking turns under one GIL (None: ``default_workers``). With 1, this process
-    serves; with more, it supervises them (workers.py).
+    serves; with more, gunicorn's arbiter runs them (workers.py).
     """
     import uvicorn
 
     from mnist_cnn.predict import Predictor
 
     workers, why = (workers, "") if workers is not None else default_workers()
-    predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
-    started = (f"serving {predictor.checkpoint} ({predictor.engine.name}) on http://{host}:{port}/ with {workers} "
+    if workers > 1 and not processes.available():
+        raise MnistCnnError("--workers above 1 needs gunicorn, which runs on Linux and macOS: use --workers 1")
+    if workers > 1:  # checked in a fresh process: the workers are forked from this one, which must hold no
+        # ONNX Runtime or torch state (a forked copy of their threads aborts the worker when it exits)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            model_file, engine_name = pool.submit(describe_model, checkpoint, engine).result()
+    else:
+        predictor = Predictor.from_checkpoint(checkpoint, engine=engine)
+        model_file, engine_name = str(predictor.checkpoint), predictor.engine.name
+    started = (f"serving {model_file} ({engine_name}) on http://{host}:{port}/ with {workers} "
                f"worker process{'es' if workers > 1 else ''}{f' ({why})' if why else ''}  (Ctrl-C stops)")
-    # The port is free, checked without SO_REUSEPORT: a server already on it (even another `serve --workers`,
-    # whose shared sockets would otherwise welcome ours) is one clear error here, not one in every worker.
-    listening_socket(host, port, shared=False).close()
-    if workers > 1:
-        if not hasattr(socket, "SO_REUSEPORT"):
-            raise MnistCnnError("--workers above 1 needs SO_REUSEPORT (Linux): use --workers 1 here")
-        make_app = functools.partial(create_app, str(predictor.checkpoint), engine=predictor.engine.name,
-                                     threads=threads or max(1, usable_cores() // workers))
-        del predictor  # each worker loads its own
-        print(started, flush=True)
-        supervise(make_app, {"host": host, "port": port, "log_level": log_level}, workers)
-        return
+    check_port_free(host, port)
     print(started, flush=True)
+    if workers > 1:
+        make_app = functools.partial(create_app, model_file, engine=engine_name,
+                                     threads=threads or max(1, usable_cores() // workers))
+        processes.supervise(make_app, {"host": host, "port": port, "log_level": log_level}, workers)
+        return
     uvicorn.run(create_app(predictor=predictor, threads=threads), host=host, port=port, log_level=log_level,
                 access_log=False, **uvicorn_settings())

@@ -106,7 +106,7 @@ def test_evaluate_needs_data_outside_a_checkout_and_reads_a_labelled_folder_with
 
 def test_serve_answers_over_http(venv, photo, tmp_path):
     port = free_port()
-    # two workers: the installed package's supervisor starts them, whatever the cores here
+    # two workers: gunicorn, installed with the package, starts them, whatever the cores here
     server = subprocess.Popen([str(venv / "bin/mnist-cnn"), "serve", "--port", str(port), "--workers", "2"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                               env=outside_env())
