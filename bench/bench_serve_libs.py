@@ -36,7 +36,6 @@ import socket
 import sys
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,12 +43,9 @@ import httpx
 import numpy as np
 from PIL import Image, ImageFilter
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import cpu_s, digit_pngs, free_port, launch, load, start_server, stop_server, tree  # noqa: E402
 from common import ROOT, machine, median, table, write_json  # noqa: E402
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # fastapi.testclient's deprecation notes: test_serve's own business
-    from test_serve import server_side_owner  # noqa: E402
 
 from mnist_cnn.engine import usable_cores  # noqa: E402
 from mnist_cnn.serve import MAX_UPLOAD_BYTES  # noqa: E402
@@ -277,6 +273,26 @@ def spread_round(proc, base, images, labels, n, concurrency) -> dict:
     used = [cpu_s(w) - before[w] for w in workers]
     row["busiest_worker_share"] = max(used) / max(sum(used), 1e-9)
     return row
+
+
+def server_side_owner(port: int) -> dict[int, int]:
+    """Established connections to ``port`` on 127.0.0.1: {client's port: pid of the process that holds the
+    server's end}, from /proc/net/tcp and each process's open files."""
+    owner_of_inode = {}
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:  # a process or file that just went away
+            continue
+        if target.startswith("socket:["):
+            owner_of_inode[target[8:-1]] = int(fd.parts[2])
+    found = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if int(local.split(":")[1], 16) == port and state == "01" and inode in owner_of_inode:  # 01: established
+            found[int(fields[2].split(":")[1], 16)] = owner_of_inode[inode]
+    return found
 
 
 def answered_by(port: int) -> int | None:
