@@ -388,7 +388,7 @@ def supervisor_verdict(part: dict, concurrency: int) -> str:
     own = rows.pop("serve --workers 2")
     name, best = max(rows.items(), key=lambda kv: kv[1]["req/s"])
     ratio = own["req/s"] / max(best["req/s"], 1)
-    return (f"serve --workers 2: {'as fast' if ratio >= 1 / CLEAR_WIN else 'slower'} than the library alternatives: "
+    return (f"serve --workers 2: {'as fast as' if ratio >= 1 / CLEAR_WIN else 'slower than'} the library alternatives: "
             f"{own['req/s']:,} against {best['req/s']:,} req/s ({ratio:.2f}x), p99 {own['p99 ms']} against "
             f"{best['p99 ms']} ms at concurrency {concurrency} ({name}, the faster library alternative)")
 
