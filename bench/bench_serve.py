@@ -6,7 +6,7 @@ Run: python bench/bench_serve.py [--checkpoint runs/mnist] [--requests 10000] [-
 The client is aiohttp's, in this process: ``concurrency`` requests in flight, each a raw PNG body
 (a MNIST test digit drawn black on white, as the drawing page sends it). Reports requests/s, p50/p99 latency,
 errors (non-200 or transport failures), how many answers match the label, and the server's RSS after a warm-up
-and after all the levels (all its processes: with ``--workers N``, uvicorn's supervisor and N workers); medians
+and after all the levels (all its processes: with ``--workers N``, gunicorn's arbiter and N workers); medians
 of ``--repeats`` runs. The baseline, timed in the same run, is the same
 Predictor called in-process on one thread (no HTTP), so the ratio shows what the server adds. The client shares
 the 2 cores with the server: its own CPU time is reported too. Writes bench/results/serve-<engine>.json.
@@ -116,7 +116,7 @@ def start_server(checkpoint: str, threads: int | None, engine: str, workers: int
     cmd = [sys.executable, "-m", "mnist_cnn", "serve", "--checkpoint", checkpoint, "--host", "127.0.0.1",
            "--port", str(port), "--engine", engine, "--workers", str(workers)] + (
            ["--threads", str(threads)] if threads else [])
-    return launch(cmd, port, 1 + workers if workers > 1 else 1)  # uvicorn's supervisor and its workers
+    return launch(cmd, port, 1 + workers if workers > 1 else 1)  # gunicorn's arbiter and its workers
 
 
 def launch(cmd: list[str], port: int, processes: int, env: dict | None = None) -> tuple[subprocess.Popen, str]:
