@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_cnn.pixels import distance_inside, erode
+
 MIN_CONFIDENCE = 0.5  # calibrated top probability under which a digit is "unsure" (less likely right than not)
 REJECT_RATE = 0.008  # share of held-out digits the two tests may reject together (the target is <= 1 %)
 MAX_STROKE_RADIUS = 5.5  # px in the 28×28 input: thicker ink is a filled shape, not a pen stroke (see above)
@@ -54,8 +56,6 @@ def energy(logits: np.ndarray) -> np.ndarray:
 def thick_ink(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N,28,28) inputs in [0,1] → ((N,) radius in px of the largest disc inside the ink (pixels > 0.5),
     (N,) count of ink pixels deeper than CORE_DEPTH inside it)."""
-    from mnist_cnn.pixels import distance_inside
-
     depth = distance_inside(np.asarray(x).reshape(-1, *np.shape(x)[-2:]) > 0.5)
     return depth.max(axis=(1, 2)).astype(np.float64), (depth >= CORE_DEPTH).sum(axis=(1, 2)).astype(np.int64)
 
@@ -65,12 +65,8 @@ def is_filled(x: np.ndarray) -> np.ndarray:
     has its whole 5×5 square inked: elsewhere no pixel is 3 px deep (the square's corners are 2.83 px away),
     so the ink is a stroke; that is most digits, and this runs for each one read."""
     ink = np.asarray(x).reshape(-1, *np.shape(x)[-2:]) > 0.5
-    h, w = ink.shape[1:]
-    p = np.pad(ink, ((0, 0), (2, 2), (2, 2)), constant_values=True)  # past the border is not paper (thick_ink)
-    rows = p[:, 0:h] & p[:, 1:h + 1] & p[:, 2:h + 2] & p[:, 3:h + 3] & p[:, 4:h + 4]
-    square = rows[..., 0:w] & rows[..., 1:w + 1] & rows[..., 2:w + 2] & rows[..., 3:w + 3] & rows[..., 4:w + 4]
     filled = np.zeros(len(ink), bool)
-    deep = np.flatnonzero((square & ink).any(axis=(1, 2)))
+    deep = np.flatnonzero(erode(ink, 5).any(axis=(1, 2)))  # past the border counts as ink, as in thick_ink
     if deep.size:
         radius, core = thick_ink(ink[deep].astype(np.float32))
         filled[deep] = (radius > MAX_STROKE_RADIUS) | (core > MAX_CORE_PIXELS)

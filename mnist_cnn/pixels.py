@@ -73,34 +73,33 @@ def ellipse(size: int) -> list[int]:
     return [int(np.rint(r * np.sqrt((r * r - dy * dy) / (r * r)))) if r else 0 for dy in range(-r, r + 1)]
 
 
-def square(size: int) -> list[int]:
-    return [size // 2] * size
-
-
 def _widen(run: np.ndarray, steps: int, pick, axis: int) -> None:
-    """In place: each value becomes the extreme over ±``steps`` along ``axis`` (the outer ``steps`` go stale)."""
-    r = run if axis == 1 else run.T
+    """In place: each value becomes the extreme over ±``steps`` along ``axis`` (-1: rows, -2: columns; the
+    outer ``steps`` go stale)."""
+    r = run if axis == -1 else run.swapaxes(-1, -2)
     for _ in range(steps):
-        mid = pick(r[:, :-2], r[:, 1:-1])
-        r[:, 1:-1] = pick(mid, r[:, 2:], out=mid)
+        mid = pick(r[..., :-2], r[..., 1:-1])
+        r[..., 1:-1] = pick(mid, r[..., 2:], out=mid)
 
 
-def _sweep(a: np.ndarray, rows: list[int], pick, pad) -> np.ndarray:
-    """max (dilation) or min (erosion) of ``a`` over a symmetric kernel given as half-widths per row."""
+def _sweep(a: np.ndarray, kernel: int | list[int], pick, pad) -> np.ndarray:
+    """max (dilation) or min (erosion) over the last two axes of ``a`` (one image or a batch), with a symmetric
+    kernel: a square's side, or half-widths per row (``ellipse``)."""
+    rows = [kernel // 2] * kernel if isinstance(kernel, int) else kernel
     r, c = len(rows) // 2, max(rows)
-    h, w = a.shape
-    run = np.full((h + 2 * r, w + 2 * c), pad, a.dtype)  # run: the extreme over [x - width, x + width]
-    run[r:r + h, c:c + w] = a
+    h, w = a.shape[-2:]
+    run = np.full((*a.shape[:-2], h + 2 * r, w + 2 * c), pad, a.dtype)  # the extreme over [x - width, x + width]
+    run[..., r:r + h, c:c + w] = a
     if len(set(rows)) == 1:  # a rectangle: separable
-        _widen(run, c, pick, 1)
-        _widen(run, r, pick, 0)
-        return run[r:r + h, c:c + w].copy()
+        _widen(run, c, pick, -1)
+        _widen(run, r, pick, -2)
+        return run[..., r:r + h, c:c + w].copy()
     out, width = None, 0
     for half in sorted(set(rows)):
-        _widen(run, half - width, pick, 1)
+        _widen(run, half - width, pick, -1)
         width = half
         for dy in (i for i, hw in enumerate(rows) if hw == half):
-            part = run[dy:dy + h, c:c + w]
+            part = run[..., dy:dy + h, c:c + w]
             out = part.copy() if out is None else pick(out, part, out=out)
     return out
 
@@ -114,14 +113,14 @@ def _extreme(dtype, high: bool):
 
 
 def dilate(a: np.ndarray, kernel: int | list[int]) -> np.ndarray:
-    """Grey (or binary) dilation; ``kernel``: a square's side, or half-widths per row (``ellipse``)."""
-    rows = square(kernel) if isinstance(kernel, int) else kernel
-    return _sweep(a, rows, np.maximum, _extreme(a.dtype, False))
+    """Grey (or binary) dilation of an image or a batch; ``kernel``: a square's side, or half-widths per row
+    (``ellipse``). Past the border counts as nothing (OpenCV's default)."""
+    return _sweep(a, kernel, np.maximum, _extreme(a.dtype, False))
 
 
 def erode(a: np.ndarray, kernel: int | list[int]) -> np.ndarray:
-    rows = square(kernel) if isinstance(kernel, int) else kernel
-    return _sweep(a, rows, np.minimum, _extreme(a.dtype, True))
+    """Erosion, as ``dilate``; past the border counts as everything (a mask is not eroded from the frame)."""
+    return _sweep(a, kernel, np.minimum, _extreme(a.dtype, True))
 
 
 def opening(a: np.ndarray, kernel: int | list[int]) -> np.ndarray:
@@ -157,14 +156,14 @@ def row_spans(mask: np.ndarray) -> int:
 
 
 def hull_mask(mask: np.ndarray) -> np.ndarray:
-    """uint8 mask of the convex hull of ``mask``'s pixels (their centres), 1 inside; all 0 when empty."""
+    """Mask of the convex hull of ``mask``'s pixels (their centres); all False when ``mask`` is empty."""
     ys, first, last = _row_ends(mask)
     if not ys.size:
-        return np.zeros(mask.shape, np.uint8)
+        return np.zeros(mask.shape, bool)
     pts = np.unique(np.concatenate([np.stack([first, ys], 1), np.stack([last, ys], 1)]), axis=0)  # by x, then y
     img = Image.new("L", (mask.shape[1], mask.shape[0]), 0)
     ImageDraw.Draw(img).polygon(_monotone_chain(pts[:, 0].tolist(), pts[:, 1].tolist()), fill=1, outline=1)
-    return np.asarray(img)
+    return np.asarray(img, bool)
 
 
 def _monotone_chain(xs: list[int], ys: list[int]) -> list[tuple[int, int]]:

@@ -169,16 +169,16 @@ def _on_the_paper(c: np.ndarray, level: float) -> np.ndarray | None:
     if pixels.row_spans(region) > 0.9 * region.size:  # the hull holds every row's span: < 10 % would lie off it
         return None
     hull = pixels.hull_mask(region)
-    off = hull == 0
+    off = ~hull
     if off.mean() < 0.1 or paper[off].mean() > 0.4:  # what lies off the hull must be mostly not paper (a table)
         return None
     n, marks = pixels.label(~paper)  # the writing and the table
-    inside, size = np.bincount(marks[hull > 0], minlength=n), np.bincount(marks.ravel(), minlength=n)
+    inside, size = np.bincount(marks[hull], minlength=n), np.bincount(marks.ravel(), minlength=n)
     crossing = (_border_contact(marks, n) == 0) & (size >= 20) & (inside > 0.05 * size) & (inside < 0.95 * size)
     held = (size >= 20) & (inside >= 0.95 * size)
     if crossing[1:].any() or not held[1:].any():  # the sheet holds the writing whole, or it is no sheet
         return None
-    hull = pixels.erode(hull > 0, 7)  # off the sheet's blurred edge (~1 % of the frame)
+    hull = pixels.erode(hull, 7)  # off the sheet's blurred edge (~1 % of the frame)
     return pixels.resize(hull, (w, h), "nearest")
 
 
