@@ -41,11 +41,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from mnist_cnn import CorruptImage, MnistCnnError, NotAnImage, TooLarge, __version__
+from mnist_cnn import workers as processes
 from mnist_cnn.engine import usable_cores
 from mnist_cnn.http_limits import MAX_HEAD_BYTES, uvicorn_settings
 from mnist_cnn.memory import return_big_buffers
 from mnist_cnn.preprocess import MAX_PIXELS
-from mnist_cnn import workers as processes
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an image over 10 MB is refused with 413 (documented in the API page)
 FORM_OVERHEAD = 64 * 1024  # room for the multipart envelope around a file of MAX_UPLOAD_BYTES
