@@ -92,6 +92,21 @@ def test_a_thumbnail_filled_by_its_subject_keeps_its_subject(paper, ink):
     assert is_filled(out).all()
 
 
+@pytest.mark.parametrize("black_on_white", [True, False])
+def test_a_digit_that_fills_its_box_keeps_its_polarity(black_on_white):
+    """A 0 stretched to fill a 16×16 box (forms, Semeion) covers about half of the border with ink: the border
+    no longer says which side is the paper, and the strokes still end up as the ink, not the paper inside."""
+    img = np.zeros((16, 16), np.uint8)
+    cv2.ellipse(img, (8, 8), (7, 8), 0, 0, 360, 255, 2)  # a ring touching all four edges
+    ring = img > 127
+    edge = np.concatenate((ring[0], ring[-1], ring[:, 0], ring[:, -1]))
+    assert 0.25 <= edge.mean() <= 0.75  # the case in point: the border is not mostly paper
+    out = to_mnist(encode(255 - img if black_on_white else img))
+    assert out.shape == (1, 28, 28)
+    assert out[0, 14, 14] == 0 and out[0, :, 14].max() > 0.9  # the hole is paper, the ring is ink
+    assert not is_filled(out).any()
+
+
 def test_tightly_cropped_digits_are_found_and_read_like_the_originals(trained_run, mnist_test):
     """A digit cropped to its ink (a "1" is then 4-6 px wide and touches all four edges) is still one digit, read
     as the same digit with a margin around it is (the noise estimate used to take a thin stroke's edges for noise,
