@@ -80,3 +80,20 @@ def test_non_digits_come_in_mnist_format_and_seeded():
     for kind in KINDS:
         made = fit_box(kind(8, A.step_generator(1, 0, CPU), CPU))
         assert made.shape == (8, 1, 28, 28) and border_share(made, 3).max() < 0.05
+
+
+def test_fill_box_stretches_the_shorter_side_towards_a_square(digits):
+    """A digit scanned to fill its box (forms, Semeion) is as wide as it is tall: fill_box makes some so."""
+    x, _ = digits
+    box = A.ink_box(x)
+    f = A.fill_box(box, A.step_generator(0, 0, CPU), p=1.0)
+    a, t = A.fit_affine(torch.eye(2).expand(len(x), 2, 2) @ f, torch.zeros(len(x), 2), box)
+    out = A.warp(x, a, t)
+    def aspect(b):
+        size = b[:, 2:] - b[:, :2] + 1
+        return size.amin(1) / size.amax(1)
+    assert aspect(A.ink_box(out)).median() > aspect(box).median() + 0.15
+    assert (aspect(A.ink_box(out)) >= aspect(box) - 0.1).all()  # never narrower
+    assert (f[:, 0, 0] >= 1).all() and (f.diagonal(dim1=1, dim2=2).amax(1) <= 4 + 1e-6).all()
+    none = A.fill_box(box, A.step_generator(0, 0, CPU), p=0.0)
+    assert torch.equal(none, torch.eye(2).expand(len(x), 2, 2))
