@@ -36,6 +36,10 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, negativ
 
 from fuzz_inputs import inputs as image_inputs
 
+# uvicorn's and gunicorn's INFO lines ("INFO: …", "[date] [pid] [INFO] …"): with several workers, one may log
+# its "Application startup complete" after another already answers, so such a line can land in the fuzzing
+INFO_LINE = re.compile(r"^(INFO: |\[[^]]*\] \[\d+\] \[INFO\] )")
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 TIMEOUT_S = 120  # per request: generous, the machine may be busy
 CONFIG = {"checks": {  # what each check accepts; the schemathesis defaults leave out 413/415 and 4xx at large
@@ -166,7 +170,7 @@ class ApiFuzz:
             self.tracebacks += found
             self.problems.append(f"traceback in the server log after {after}:\n{text[-3000:]}\n"
                                  f"the requests before it: {self.save_recent()}")
-        self.noise += [line for line in text.splitlines() if not line.startswith("INFO: ")]
+        self.noise += [line for line in text.splitlines() if not INFO_LINE.match(line)]
 
     def save_recent(self) -> list[str]:
         """The last requests sent: method, URL, Content-Type and where their body was saved."""
