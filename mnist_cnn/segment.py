@@ -29,7 +29,7 @@ from mnist_cnn import pixels
 
 MIN_CONTRAST = 0.08  # ink must differ from the paper by this much (of full scale), else "no digit"
 THUMBNAIL = 64  # px: a smaller image is a crop, a canvas or an MNIST-format digit, not a photo of a sheet
-AMBIGUOUS_BORDER = 0.25  # a thumbnail's border this much ink (or more) no longer tells ink from paper (_paper_side)
+AMBIGUOUS_BORDER = 0.25  # a thumbnail's border this much ink (or more) no longer tells ink from paper (_paper_level)
 
 
 def quantile(x: np.ndarray, q: float) -> float:
@@ -86,35 +86,37 @@ def _fit_border(g: np.ndarray) -> np.ndarray:
     ring = np.zeros((h, w), bool)
     ring[[0, -1], :] = ring[:, [0, -1]] = True
     edge = g[ring]
+    level = _paper_level(g, edge)
+    if level is not None:  # strokes cover much of the border: no plane through it is the paper
+        return np.full((h, w), level, np.float32)
     yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
     basis = np.stack([np.ones_like(xx), xx, yy], -1)
-    plane = (basis @ _robust_fit(edge.astype(np.float64), basis[ring])).astype(np.float32)
-    return _paper_side(g, edge, plane)
+    return (basis @ _robust_fit(edge.astype(np.float64), basis[ring])).astype(np.float32)
 
 
-def _paper_side(g: np.ndarray, edge: np.ndarray, plane: np.ndarray) -> np.ndarray:
-    """``plane``, unless strokes cover a large part of the thumbnail's border (``edge``): then the paper is
-    the level of the side of the ink/paper threshold that looks least like pen strokes.
+def _paper_level(g: np.ndarray, edge: np.ndarray) -> float | None:
+    """None, unless strokes cover a large part of the thumbnail's border (``edge``): then the paper's level,
+    that of the side of the ink/paper threshold that looks least like pen strokes.
 
     A digit cropped tight, or scanned into a box it fills edge to edge (forms, Semeion), runs its strokes
     along the border, and a round 0 can cover most of it: the border's majority is then ink, and a plane
     through it would make the paper ink. There, the strokes are the side in fewer pieces (a digit is one or
     two strokes; the paper falls into its holes and the corners the strokes cut off) and, where the counts
     tie, the thinner side."""
-    lo, hi = float(g.min()), float(g.max())
-    if hi - lo < MIN_CONTRAST:
-        return plane
-    t = lo + (hi - lo) * pixels.otsu(((g - lo) * (255 / (hi - lo))).astype(np.uint8)) / 255
+    lo = float(g.min())
+    if float(g.max()) - lo < MIN_CONTRAST:
+        return None
+    t = lo + _otsu(g - lo)
     dark_edge = float((edge <= t).mean())
     if min(dark_edge, 1 - dark_edge) < AMBIGUOUS_BORDER:
-        return plane
+        return None
     dark = g <= t
     pieces_dark, pieces_light = pixels.label(dark)[0], pixels.label(~dark, connectivity=4)[0]
     if pieces_dark != pieces_light:
         ink_is_dark = pieces_dark < pieces_light
     else:
         ink_is_dark = stroke_width(dark) < stroke_width(~dark)
-    return np.full(g.shape, quantile(edge[edge > t] if ink_is_dark else edge[edge <= t], 0.5), np.float32)
+    return quantile(edge[edge > t] if ink_is_dark else edge[edge <= t], 0.5)
 
 
 def _noise(g: np.ndarray) -> float:
