@@ -38,12 +38,14 @@ SEMEION = ROOT.parent / "shared" / "data" / "semeion"
 
 
 def git_commit() -> str:
-    """HEAD's commit, with ``-dirty`` when tracked files differ from it."""
+    """HEAD's commit, with ``-dirty`` when tracked files differ from it (the shipped models aside: publishing
+    writes them before this is read)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)mnist_cnn/models")
+    return head + ("-dirty" if dirty else "")
 
 
 def train_command(config: dict) -> str:
