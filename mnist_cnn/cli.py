@@ -16,7 +16,7 @@ from mnist_cnn import MnistCnnError, __version__
 from mnist_cnn.resolve import DEFAULT_RUN, resolve, shipped
 
 # What the reading install leaves out: a command that needs one of these names the extra that brings it.
-TRAIN_EXTRA = ("torch", "onnx", "onnxscript", "scipy", "h5py")
+TRAIN_EXTRA = ("torch", "onnx", "onnxscript", "h5py")
 
 
 def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:

@@ -54,9 +54,10 @@ def native_bf16(device: torch.device) -> bool:
 def time_steps(model_name: str, batch: int, device: torch.device) -> dict[str, float]:
     """Median seconds per training step of a fresh model, {"fp32": s, "bf16": s}, measured alternately."""
     from mnist_cnn.model import build_model
+    from mnist_cnn.optim import Adam
 
     model = build_model(model_name).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = Adam(model.parameters(), lr=1e-4)
     x = torch.rand(batch, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}

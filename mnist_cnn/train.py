@@ -32,6 +32,7 @@ from mnist_cnn.checkpoint import CheckpointManager, load_checkpoint, remove_stal
 from mnist_cnn.config import TrainConfig
 from mnist_cnn.data import load_digits
 from mnist_cnn.model import build_model, count_parameters
+from mnist_cnn.optim import Adam
 from mnist_cnn.precision import choose as choose_precision
 from mnist_cnn.runfolder import check_same_run, lock_run_folder
 
@@ -196,8 +197,7 @@ class Run:
             self.raw_model = build_model(cfg.model).to(self.device, memory_format=torch.channels_last)
         except KeyError as e:
             raise MnistCnnError(str(e.args[0])) from None
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        self.opt = torch.optim.Adam(self.raw_model.parameters(), lr=cfg.lr, **fused)
+        self.opt = Adam(self.raw_model.parameters(), lr=cfg.lr)
         self.ema = None  # with --ema: the weights' moving average, which is evaluated, saved and exported
         if cfg.ema:
             from torch.optim.swa_utils import AveragedModel

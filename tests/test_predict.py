@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from conftest import SAMPLES, run_cli
 from mnist_cnn.calibrate import (MAX_CORE_PIXELS, MAX_STROKE_RADIUS, REJECT_RATE, energy,
                                  expected_calibration_error, fit_energy_threshold, fit_temperature, is_filled,
-                                 softmax, thick_ink)
+                                 nll, softmax, thick_ink)
 from mnist_cnn.data import load_mnist
 from mnist_cnn.predict import (NO_DIGIT, NOT_A_STROKE, OK, SHIFTS, STEADY_BELOW, UNSURE, Predictor, expand_inputs,
                                shifted)
@@ -43,6 +43,18 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     probs = softmax(logits, 2.5)  # labels drawn as if the true temperature were 2.5
     labels = (probs.cumsum(1) > rng.random((len(probs), 1))).argmax(1)
     assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+
+
+def test_fit_temperature_finds_scipys_minimum():
+    from scipy.optimize import minimize_scalar
+
+    rng = np.random.default_rng(2)
+    for true_t in (0.3, 1.0, 8.0):
+        logits = rng.normal(0, 3, (3_000, 10))
+        labels = (softmax(logits, true_t).cumsum(1) > rng.random((3_000, 1))).argmax(1)
+        ref = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), method="bounded",
+                              bounds=(np.log(0.05), np.log(20.0)), options={"xatol": 1e-6})
+        assert fit_temperature(logits, labels) == pytest.approx(float(np.exp(ref.x)), rel=1e-3)
 
 
 def test_energy_is_minus_logsumexp_and_the_line_rejects_the_held_out_rate():

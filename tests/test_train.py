@@ -1,9 +1,11 @@
 """Real (small) training runs: learning happens, files are written, kill + resume equals uninterrupted."""
 
+import copy
 import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,15 +88,16 @@ def test_ctrl_c_saves_and_says_how_to_continue(tmp_path):
 # Sends a signal to its own training process right after optimizer step N (a seeded moment), then trains.
 SIGNAL_AT_STEP = """
 import os, signal, sys
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from mnist_cnn import optim
 at, sig, times = int(sys.argv[1]), getattr(signal, sys.argv[2]), int(sys.argv[3])
-steps = [0]
-def after_step(opt, args, kwargs):
+steps, adam_step = [0], optim.Adam.step
+def step_then_signal(opt):
+    adam_step(opt)
     steps[0] += 1
     if steps[0] == at:
         for _ in range(times):
             os.kill(os.getpid(), sig)
-register_optimizer_step_post_hook(after_step)
+optim.Adam.step = step_then_signal
 from mnist_cnn.cli import main
 sys.exit(main(sys.argv[4:]))
 """
@@ -172,3 +175,51 @@ def test_onecycle_schedule_shape():
     assert max(lrs) <= 1e-2 + 1e-12 and lrs.index(max(lrs)) in range(195, 205)
     assert lrs[0] < 1e-3 and lrs[-1] < 1e-4
     assert lr_at(500, 1000, TrainConfig(lr=1e-3, schedule="constant")) == 1e-3
+
+
+def _adam_pair():
+    from mnist_cnn.model import build_model
+    from mnist_cnn.optim import Adam
+
+    torch.manual_seed(0)
+    ours = build_model("tutorial")
+    theirs = build_model("tutorial")
+    theirs.load_state_dict(ours.state_dict())
+    return ours, Adam(ours.parameters(), lr=3e-3), theirs, torch.optim.Adam(theirs.parameters(), lr=3e-3, fused=True)
+
+
+def _adam_steps(model, opt, steps, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x, y = torch.rand(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def test_our_adam_is_torchs_fused_adam_to_the_bit_and_shares_its_state_dict():
+    ours, opt, theirs, ref = _adam_pair()
+    _adam_steps(ours, opt, 5)
+    _adam_steps(theirs, ref, 5)
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+    saved, saved_ref = copy.deepcopy(opt.state_dict()), copy.deepcopy(ref.state_dict())  # as if from a file
+    assert saved["param_groups"][0].keys() == saved_ref["param_groups"][0].keys()
+    ref.load_state_dict(saved)  # a checkpoint of ours continues in torch's, and the other way round
+    opt.load_state_dict(saved_ref)
+    _adam_steps(ours, opt, 3, seed=2)
+    _adam_steps(theirs, ref, 3, seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+    with pytest.raises(ValueError, match="parameters"):
+        opt.load_state_dict({"state": {}, "param_groups": [{"params": [0, 1]}]})
+
+
+def test_training_never_imports_the_compiler_stack():
+    """torch.optim would import torch._dynamo and sympy: ~70 MB of the peak-RSS budget (see optim.py)."""
+    code = ("import sys; from mnist_cnn.train import train; from mnist_cnn.config import TrainConfig; "
+            "train(TrainConfig(limit=600, epochs=1, batch_size=64, holdout=0, save_every=0, export_onnx=False, "
+            "device='cpu', run_dir=sys.argv[1], resume='never', ema=0.99)); "
+            "print(sorted(m for m in ('torch._dynamo', 'sympy', 'scipy') if m in sys.modules))")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([sys.executable, "-c", code, tmp], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
