@@ -18,10 +18,10 @@ def _opt(default, help: str, **kw):
 
 @dataclass
 class TrainConfig:
-    epochs: int = _opt(3, "passes over the training set")
+    epochs: int = _opt(2, "passes over the training set")
     batch_size: int = _opt(128, "images per optimizer step (per process under torchrun; the global batch "
                                 "is this times the number of processes)")
-    lr: float = _opt(4e-3, "peak learning rate of Adam (constant with --schedule constant)")
+    lr: float = _opt(1.5e-2, "peak learning rate of Adam (constant with --schedule constant)")
     schedule: str = _opt("onecycle", "learning-rate schedule", choices=("onecycle", "constant"))
     model: str = _opt("tutorial", "network from the model registry (tutorial = the TF tutorial's 93,322-"
                                   "parameter CNN)")
@@ -29,7 +29,7 @@ class TrainConfig:
                                 "distortion, stroke width, low resolution, blur, tone, noise (augment.py)")
     outliers: float = _opt(0.0, "add this share of the batch as synthetic non-digits with a uniform target, so "
                                 "that unlike-a-digit input is recognised (outliers.py); 0: none")
-    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy (0: none)")
+    label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy (0: none)")
     ema: float = _opt(0.0, "decay of an exponential moving average of the weights, which is what gets "
                            "evaluated, saved and exported (e.g. 0.999; 0: none)")
     seed: int = _opt(0, "seed for weights and the per-epoch shuffling")

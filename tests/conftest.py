@@ -29,8 +29,8 @@ def trained_run(tmp_path_factory) -> Path:
     from mnist_cnn.train import train
 
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
-    train(TrainConfig(epochs=2, limit=12_000, batch_size=128, lr=3e-3, run_dir=str(run_dir), resume="never",
-                      save_every=0))
+    train(TrainConfig(epochs=2, limit=12_000, batch_size=128, lr=3e-3, label_smoothing=0.0, run_dir=str(run_dir),
+                      resume="never", save_every=0))
     return run_dir
 
 
