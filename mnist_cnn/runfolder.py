@@ -21,7 +21,7 @@ from mnist_cnn import MnistCnnError, RunInUse
 # resolve.py (which must not import torch) picks the newest.
 CP_PATTERN = re.compile(r"^cp-(\d{7,})\.pt$")
 # A different value makes it another run, refused on --resume auto: its weights' initialisation and shuffling
-# (seed), or what it trains on (data, limit, holdout, mix_mnist). The model is checked by train.Run.resume.
+# (seed), or what it trains on (data, limit, holdout, mix_mnist). The model is checked by run.Run.resume.
 SAME_RUN_FIELDS = ("seed", "data", "limit", "holdout", "mix_mnist")
 # A different value is allowed with a warning: the run continues with the new recipe from the step it reached
 # (e.g. more --epochs to train longer).

@@ -160,7 +160,7 @@ def two_nodes(tmp_path_factory) -> dict:
     c10d gives rank 0 to the agent with the lower pid, usually a: then the ranks must agree to resume from
     the file only rank 1 can read, as after a restart that moved rank 0 to another machine.
     """
-    from mnist_cnn.train import Run
+    from mnist_cnn.run import Run
 
     base = tmp_path_factory.mktemp("two_nodes")
     start = Run(TrainConfig(batch_size=64, lr=2e-3, seed=0, device="cpu", limit=2048, epochs=1, precision="fp32",
