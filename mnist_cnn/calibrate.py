@@ -97,6 +97,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, tol: float = 1e-4) -
     """
     if len(labels) == 0:
         return 1.0
+
     def f(log_t: float) -> float:
         return nll(logits, labels, float(np.exp(log_t)))
 
