@@ -39,13 +39,14 @@ def machine() -> dict:
     return info
 
 
-def commit() -> str:
-    """The code measured: HEAD's short hash, with -dirty when tracked files differ from it."""
+def commit(short: bool = True, ignore: str = "") -> str:
+    """The code measured: HEAD's hash, with -dirty when tracked files (other than under ``ignore``) differ."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + (
-        "-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    paths = ["--", ".", f":(exclude){ignore}"] if ignore else []
+    head = git("rev-parse", *(["--short"] if short else []), "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no", *paths) else "")
 
 
 def median(xs: list[float]) -> float:

@@ -23,7 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))  # bench_realistic: the user-like set
+sys.path.insert(0, str(ROOT / "bench"))  # bench_realistic: the user-like set; common: the commit
+
+from common import commit  # noqa: E402
 
 # The published recipes: name → the flags of `mnist-cnn train`; each is trained from scratch in
 # runs/models/<name> with --resume never. Both use the robust recipe (augmentation, synthetic non-digits,
@@ -35,17 +37,6 @@ RECIPES: dict[str, list[str]] = {
     "tutorial": ["--model", "tutorial", "--epochs", "15", *ROBUST],
 }
 SEMEION = ROOT.parent / "shared" / "data" / "semeion"
-
-
-def git_commit() -> str:
-    """HEAD's commit, with ``-dirty`` when tracked files differ from it (the shipped models aside: publishing
-    writes them before this is read)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)mnist_cnn/models")
-    return head + ("-dirty" if dirty else "")
 
 
 def train_command(config: dict) -> str:
@@ -118,7 +109,8 @@ def publish(run: Path, name: str, command: str | None = None) -> dict:
     meta = ModelMeta.from_strings(read_onnx(out)[0])
     accuracy = {k: None if v is None else round(v, 6) for k, v in measure(out).items()}
     record = {"name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": command or train_command(config), "seed": config.get("seed"), "commit": git_commit(),
+              "command": command or train_command(config), "seed": config.get("seed"),
+              "commit": commit(short=False, ignore="mnist_cnn/models"),  # the models are written first
               "model_name": meta.model_name, "parameters": meta.parameters, "step": meta.step,
               "onnx": {"file": out.name, "bytes": out.stat().st_size, "sha256": sha256(out)},
               "training_data_sha256": data_hashes(config), "temperature": meta.temperature,
