@@ -23,7 +23,6 @@ import torch.nn.functional as F
 SIDE = 28
 MARGIN = 1.0  # px kept free around the transformed ink box (the elastic field moves ink by about 1 px)
 FILL_P = 0.15  # share of digits stretched to fill their box (fill_box)
-STYLE_P = 0.4  # share of 1s given a flag and of 7s a crossbar (continental)
 
 
 def step_generator(seed: int, step: int, device: torch.device, rank: int = 0) -> torch.Generator:
@@ -122,54 +121,6 @@ def fill_box(box: torch.Tensor, g: torch.Generator, p: float = FILL_P) -> torch.
     return torch.diag_embed(factor)
 
 
-def segment(a: torch.Tensor, b: torch.Tensor, half: torch.Tensor, side: int = SIDE) -> torch.Tensor:
-    """(B,1,side,side) anti-aliased strokes from ``a`` to ``b`` ((B,2) px, (x, y) order), ``half`` (B,) px wide
-    on each side of the centre line."""
-    r = torch.arange(side, device=a.device, dtype=a.dtype)
-    p = torch.stack(torch.meshgrid(r, r, indexing="xy"), -1).reshape(1, -1, 2)  # (1,HW,2) as (x, y)
-    ab = (b - a)[:, None]
-    t = (((p - a[:, None]) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-6)).clamp(0, 1)
-    d = (p - a[:, None] - t[..., None] * ab).norm(dim=-1)  # (B,HW) distance to the segment
-    return (half[:, None] + 0.5 - d).clamp(0, 1).reshape(-1, 1, side, side)
-
-
-def continental(x: torch.Tensor, labels: torch.Tensor, g: torch.Generator, p: float = STYLE_P) -> torch.Tensor:
-    """Continental European handwriting, which MNIST's American writers rarely use: a 1 with a long flag (an
-    upstroke from the top, down to the left) and a 7 crossed in the middle of its stem. Without them a flagged
-    1 reads as a 7 and a crossed 7 as nothing the model knows. Strokes as wide as the digit's own."""
-    n, dev = len(x), x.device
-    angle = uniform(g, n, math.radians(20), math.radians(60), dev)  # every draw for all n: the stream is fixed
-    length, at, reach, tilt = uniform(g, (4, n), 0.0, 1.0, dev)
-    pick = chance(g, n, p, dev).view(n) > 0
-    one, seven = pick & (labels == 1), pick & (labels == 7)
-    idx = torch.nonzero(one | seven)[:, 0]
-    if len(idx) == 0:
-        return x
-    d, box = x[idx], ink_box(x[idx], 0.5)
-    h = box[:, 3] - box[:, 1] + 1
-    area = (d[:, 0] > 0.5).sum((1, 2)).float()
-    half = (area / (h + box[:, 2] - box[:, 0] + 1) / 2).clamp(0.6, 2.0)  # stroke width ≈ area / (height + width)
-    rows = torch.arange(SIDE, device=dev, dtype=x.dtype)
-
-    def ink_x(y: torch.Tensor) -> torch.Tensor:  # the ink's mean x in the rows y-1..y+1 (the box's centre if none)
-        band = ((rows[None] - y[:, None]).abs() <= 1).to(x.dtype)[:, :, None] * d[:, 0]
-        mass = band.sum((1, 2))
-        return torch.where(mass > 0, (band * rows).sum((1, 2)) / mass.clamp(min=1e-6), (box[:, 0] + box[:, 2]) / 2)
-
-    a, length = angle[idx], h * (0.25 + 0.3 * length[idx])
-    top = torch.stack([ink_x(box[:, 1] + 1), box[:, 1] + 0.5], 1)
-    flag_end = top + length[:, None] * torch.stack([-torch.cos(a), torch.sin(a)], 1)
-    mid_y = box[:, 1] + h * (0.45 + 0.15 * at[idx])
-    mid = torch.stack([ink_x(mid_y), mid_y], 1)
-    reach = h * (0.15 + 0.1 * reach[idx])
-    offset = torch.stack([reach, reach * 0.3 * (tilt[idx] - 0.5)], 1)
-    is_one = one[idx][:, None]
-    start, stop = torch.where(is_one, top, mid - offset), torch.where(is_one, flag_end, mid + offset)
-    out = x.clone()
-    out[idx] = torch.maximum(d, segment(start, stop, half))
-    return out
-
-
 def geometry(x: torch.Tensor, g: torch.Generator, elastic_p: float = 0.5) -> torch.Tensor:
     n = len(x)
     box = ink_box(x)
@@ -229,14 +180,9 @@ def noise(x: torch.Tensor, g: torch.Generator, p: float = 0.2) -> torch.Tensor:
     return (x + std * torch.randn(x.shape, generator=g, device=dev)).clamp(0, 1)
 
 
-def augment(x: torch.Tensor, g: torch.Generator, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """(B,1,28,28) in [0,1], ink bright → the same digits as other writers, pens and cameras make them.
-    ``labels`` (the first len(labels) images') allow the label-specific writing styles (``continental``)."""
-    x = x.float()
-    if labels is not None:
-        k = len(labels)
-        x = torch.cat([continental(x[:k], labels, g), x[k:]])
-    x = geometry(x, g)
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(B,1,28,28) in [0,1], ink bright → the same digits as other writers, pens and cameras make them."""
+    x = geometry(x.float(), g)
     x = stroke(x, g)
     x = low_resolution(x, g)
     x = blur(x, g)

@@ -18,9 +18,9 @@ from mnist_cnn.outliers import non_digits
 OUTLIER_WEIGHT = 0.5  # the outlier-exposure loss's weight against the digits' (Hendrycks et al. use 0.5)
 
 
-def training_input(cfg: TrainConfig, x: torch.Tensor, labels: torch.Tensor, step: int, rank: int) -> torch.Tensor:
-    """The step's input from the digits ``x`` (B,1,28,28) with ``labels``: then ``--outliers`` non-digits, all
-    augmented with ``--augment``. Drawn from a generator seeded by (seed, step, rank), so a resumed run sees the same inputs.
+def training_input(cfg: TrainConfig, x: torch.Tensor, step: int, rank: int) -> torch.Tensor:
+    """The step's input from the digits ``x`` (B,1,28,28): then ``--outliers`` non-digits, all augmented with
+    ``--augment``. Drawn from a generator seeded by (seed, step, rank), so a resumed run sees the same inputs.
     """
     if not (cfg.augment or cfg.outliers):
         return x
@@ -28,7 +28,7 @@ def training_input(cfg: TrainConfig, x: torch.Tensor, labels: torch.Tensor, step
     if cfg.outliers:
         x = torch.cat([x, non_digits(round(cfg.outliers * len(x)), g, x.device)])
     if cfg.augment:
-        x = augment(x, g, labels)
+        x = augment(x, g)
     return x.contiguous(memory_format=torch.channels_last)
 
 

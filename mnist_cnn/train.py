@@ -108,7 +108,7 @@ def train_step(run: Run, model, images, labels, global_count: int) -> tuple:
     Non-digits (``--outliers``) add the cross-entropy to the uniform distribution, averaged.
     """
     cfg, world = run.cfg, run.dist.world
-    x = recipe.training_input(cfg, to_input(images), labels, run.step, run.dist.rank)
+    x = recipe.training_input(cfg, to_input(images), run.step, run.dist.rank)
     with autocast(run.device, run.bf16):
         logits = model(x).float()
     digits, others = logits[:len(labels)], logits[len(labels):]
