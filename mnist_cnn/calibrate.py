@@ -92,8 +92,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, tol: float = 1e-4) -
     """The temperature in [0.05, 20] minimising held-out NLL; 1.0 when there is nothing to fit.
 
     A golden-section search on log T, to ``tol``: the NLL is convex in 1/T, so it has one minimum on the
-    interval. Written here rather than taken from scipy.optimize, whose import costs training ~40 MB of its
-    peak-RSS budget for this one call.
+    interval. Written here rather than taken from scipy.optimize, whose import would cost training a share of
+    its peak-RSS budget for this one call (bench/RESULTS.md, "Training"); tests check it against scipy.
     """
     if len(labels) == 0:
         return 1.0

@@ -119,9 +119,9 @@ def _structural_probe(model: nn.Module) -> nn.Module:
 def _export_bytes(graph: nn.Module, exporter: str) -> tuple[bytes, str]:
     """Serialized ONNX of ``graph`` with a dynamic batch axis; ``auto`` tries torchscript, then dynamo.
 
-    The TorchScript exporter (no longer the default since torch 2.9 and deprecated, still in 2.13) takes ~0.3 s
-    of CPU here; the dynamo exporter (torch.export + onnxscript) ~4 s, a fifth of a default training run
-    more. Both give the same layers (Slice, Unsqueeze, 3 Conv+Relu, 2 MaxPool, Flatten, 2 Gemm).
+    The TorchScript exporter (no longer the default since torch 2.9 and deprecated, still in 2.13) traces the
+    model in a fraction of a second; the dynamo exporter (torch.export + onnxscript) compiles it and takes
+    seconds, a noticeable share of a default training run. Both give the same layers (Slice, Unsqueeze, 3 Conv+Relu, 2 MaxPool, Flatten, 2 Gemm).
     """
     example = (torch.rand(2, 28, 28),)
     if exporter in ("auto", "torchscript"):
@@ -189,7 +189,8 @@ def _parity_inputs(n: int) -> np.ndarray:
 @torch.no_grad()
 def check_parity(data: bytes, model: nn.Module, x: np.ndarray, atol: float = 1e-4) -> float:
     """Max |ONNX Runtime − PyTorch| over ``x`` at batch sizes 1, 37 and 128 (all of ``x`` in batches of 128);
-    raise if above ``atol``. Batches of 128, not all at once: 512 images hold ~90 MB of activations."""
+    raise if above ``atol``. Batches of 128, not all at once: the activations of a whole check set at once
+    would set the training run's peak memory."""
     session = new_session(data)
     ref = torch.cat([model(part[:, None]) for part in torch.from_numpy(x).split(128)]).numpy()  # without the crop
     worst = 0.0
@@ -205,8 +206,8 @@ def check_parity(data: bytes, model: nn.Module, x: np.ndarray, atol: float = 1e-
 
 @contextmanager
 def one_torch_thread():
-    """Run torch single-threaded: on these tiny batches, extra OpenMP threads only spin (0.9 s of CPU vs
-    0.02 s for the border search on this busy 2-core machine)."""
+    """Run torch single-threaded: on these tiny batches, extra OpenMP threads only spin, and on a busy machine
+    they wait for cores that other work holds."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -4,8 +4,8 @@
 opt = Adam([w], lr=0.1); w.sum().backward(); opt.step(); print(w)"
 
 Every torch.optim optimizer imports torch._dynamo, and sympy with it, when its first parameter group is added:
-about 70 MB of resident memory that a training run never uses, against a peak-RSS target of 400 MB for the
-whole run (bench/RESULTS.md). This class calls the kernel that torch.optim.Adam(fused=True) calls,
+resident memory that a training run never uses, and a large share of its peak-RSS budget (measured in
+bench/RESULTS.md, "Training"). This class calls the kernel that torch.optim.Adam(fused=True) calls,
 ``torch._fused_adam_``, so its updates are the same to the bit, and its ``state_dict`` has torch.optim.Adam's
 layout, so a checkpoint's optimizer state loads in either (both tested in tests/test_train.py).
 """

@@ -4,8 +4,9 @@ contour length and the Euclidean distance transform.
 
     PYTHONPATH=. python -c "import numpy as np; from mnist_cnn.pixels import dilate; print(dilate(np.eye(5), 3))"
 
-Kept small on purpose: OpenCV would bring all of these in one call each, but it is 170 MB of the reading
-install's 300; Pillow is already there to decode images and cc3d (connected components in C++) is 19 MB.
+Kept small on purpose: OpenCV would bring all of these in one call each, but it alone is over half of the
+reading install's size budget (bench/RESULTS.md, "Reading install"); Pillow is already there to decode
+images, and cc3d (connected components in C++) is small.
 Kernels are odd-sized and symmetric, as OpenCV's ``getStructuringElement`` makes them, so that the thresholds
 tuned with OpenCV keep their meaning; borders are ignored by dilation and erosion (OpenCV's default).
 """

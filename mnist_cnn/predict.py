@@ -15,10 +15,9 @@ when preprocessing finds no ink, "unsure" when any of its digits is, else "ok".
 
 A digit the model hesitates over (calibrated confidence under ``STEADY_BELOW``) is read again shifted by one
 pixel up, down, left and right, and its logits are averaged over the five: MNIST's own centring is only to the
-nearest pixel, so a reading that flips with a 1-px shift is noise. About 3 % of MNIST test digits take the
-extra pass (one batched call), ~15 µs per image on average; confident digits are untouched. On MNIST test
-through the predictor it gains 10 and loses 5 digits (seed-1 model: +7/-3); the energy is that of the input
-as given, so "not a digit" does not change. ``predict_arrays`` (what ``evaluate`` scores) is the network
+nearest pixel, so a reading that flips with a 1-px shift is noise. Few digits take the extra pass (one
+batched call; its cost and gain are in bench/RESULTS.md, "Real images"); confident digits are untouched. The
+energy is that of the input as given, so "not a digit" does not change. ``predict_arrays`` (what ``evaluate`` scores) is the network
 alone, so its accuracy is the one training reports.
 """
 

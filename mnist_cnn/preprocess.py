@@ -28,8 +28,8 @@ PNGs give the same accuracy (tests/test_preprocess.py).
 
 Limits: files over 200 MB and images over ``MAX_PIXELS`` = 64 megapixels (e.g. 8000×8000) are refused from
 their header, before any decoding. JPEGs above 2048 px are decoded at 1/2-1/8 scale (draft mode); other images
-are reduced to 768-1536 px on the longer side right after decoding. Peak memory is about one decoded image:
-measured +250 MB for an 8000×8000 RGB PNG and +41 MB for the same picture as a JPEG.
+are reduced to 768-1536 px on the longer side right after decoding. Peak memory is about one decoded image
+(bench/RESULTS.md, "Reliability"); a large JPEG's is a fraction of that, decoded at its reduced scale.
 """
 
 from __future__ import annotations
