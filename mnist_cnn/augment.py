@@ -23,7 +23,6 @@ import torch.nn.functional as F
 SIDE = 28
 MARGIN = 1.0  # px kept free around the transformed ink box (the elastic field moves ink by about 1 px)
 FILL_P = 0.15  # share of digits stretched to fill their box (fill_box)
-SCAN_P = 0.2  # share of digits made as a form scanner makes them (scan)
 
 
 def step_generator(seed: int, step: int, device: torch.device, rank: int = 0) -> torch.Generator:
@@ -111,26 +110,22 @@ def elastic_flow(g: torch.Generator, n: int, device, px: float = 1.0, knots: int
     return F.interpolate(coarse, size=(SIDE, SIDE), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
 
 
-def fill_box(box: torch.Tensor, g: torch.Generator, p: float = FILL_P, full: torch.Tensor | None = None) -> torch.Tensor:
+def fill_box(box: torch.Tensor, g: torch.Generator, p: float = FILL_P) -> torch.Tensor:
     """(B,2,2) per-axis stretch of the ink ``box`` towards a square, for a share ``p`` of the images: forms and
     datasets scanned into a fixed box without keeping the aspect ratio (Semeion, USPS) make a narrow 1 a wide
-    slanted bar and a 0 a circle. The shorter side grows by (longer / shorter) ** u, u in [0.5, 1], at most 4×;
-    u = 1 where the (B,) mask ``full`` is 1."""
+    slanted bar and a 0 a circle. The shorter side grows by (longer / shorter) ** u, u in [0.5, 1], at most 4×."""
     n, dev = len(box), box.device
     size = (box[:, 2:] - box[:, :2] + 1).clamp(min=1.0)  # (B,2) width, height
     u = uniform(g, (n, 1), 0.5, 1.0, dev) * chance(g, n, p, dev).view(n, 1)
-    if full is not None:
-        u = torch.maximum(u, full.view(n, 1))
     factor = (size.amax(1, keepdim=True) / size).clamp(max=4.0) ** u
     return torch.diag_embed(factor)
 
 
-def geometry(x: torch.Tensor, g: torch.Generator, elastic_p: float = 0.5,
-             full: torch.Tensor | None = None) -> torch.Tensor:
+def geometry(x: torch.Tensor, g: torch.Generator, elastic_p: float = 0.5) -> torch.Tensor:
     n = len(x)
     box = ink_box(x)
     a, t = random_affine(g, n, x.device)
-    a, t = fit_affine(a @ fill_box(box, g, full=full), t, box)
+    a, t = fit_affine(a @ fill_box(box, g), t, box)
     flow = elastic_flow(g, n, x.device) * chance(g, n, elastic_p, x.device).view(n, 1, 1, 1)
     return warp(x, a, t, flow)
 
@@ -143,16 +138,6 @@ def stroke(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     w_thick = chance(g, n, 0.25, dev) * uniform(g, (n, 1, 1, 1), 0.2, 1.0, dev)
     w_thin = chance(g, n, 0.15, dev) * (1 - w_thick.sign()) * uniform(g, (n, 1, 1, 1), 0.2, 0.6, dev)
     return x + w_thick * (thick - x) + w_thin * (thin - x)
-
-
-def scan(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Where ``m`` (B,1,1,1) is 1: a form scanned into a fixed box and thresholded to black and white (Semeion,
-    USPS, NIST's forms): stretched to fill the box (``geometry`` with ``full``), sampled at about 16 px across
-    the digit's 20-px box, thresholded at half its peak, and enlarged again as preprocessing enlarges it."""
-    small = F.interpolate(x, size=(22, 22), mode="area")
-    binary = (small > 0.5 * small.amax((2, 3), keepdim=True)).to(x.dtype)
-    back = F.interpolate(binary, size=(SIDE, SIDE), mode="bilinear", align_corners=False)
-    return x + m * (back - x)
 
 
 def low_resolution(x: torch.Tensor, g: torch.Generator, p: float = 0.15) -> torch.Tensor:
@@ -197,10 +182,8 @@ def noise(x: torch.Tensor, g: torch.Generator, p: float = 0.2) -> torch.Tensor:
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """(B,1,28,28) in [0,1], ink bright → the same digits as other writers, pens and cameras make them."""
-    scanned = chance(g, len(x), SCAN_P, x.device)
-    x = geometry(x.float(), g, full=scanned.view(-1))
+    x = geometry(x.float(), g)
     x = stroke(x, g)
-    x = scan(x, scanned)
     x = low_resolution(x, g)
     x = blur(x, g)
     x = tone(x, g)
