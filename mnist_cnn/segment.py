@@ -4,7 +4,8 @@
 
 The part of ``preprocess.to_mnist`` that separates writing from paper, and one digit from the next:
 
-* the paper: a robust quadratic fit of its brightness (ink is the minority) takes out uneven light; contrast is
+* the paper: where the border is all one level (a canvas, a rendered image), that level; else a robust
+  quadratic fit of its brightness (ink is the minority) takes out uneven light; contrast is
   taken relative to the light at each place, so ink in shade counts as much as ink in the sun. In a thumbnail
   (under 64 px: a crop, a canvas, an MNIST-format image) the paper is a plane through the image's border
   instead, since its subject may fill most of the frame; where strokes cover much of that border (a digit
@@ -61,9 +62,14 @@ def _robust_fit(z: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def _fit_paper(g: np.ndarray) -> np.ndarray:
-    """The paper's brightness → (H,W) surface: a robust quadratic over the image (ink is the minority) or, in a
-    thumbnail, a robust plane through its border (see _fit_border)."""
+    """The paper's brightness → (H,W) surface: the level of a border that is all one level (a canvas, a rendered
+    image: the digit may cover most of the frame, or split its paper as a sheet on a table would), else a
+    robust quadratic over the image (ink is the minority) or, in a thumbnail, a robust plane through its border
+    (see _fit_border)."""
     h, w = g.shape
+    border = np.concatenate((g[0], g[-1], g[:, 0], g[:, -1]))
+    if border.min() == border.max():
+        return np.full((h, w), border[0], np.float32)
     if max(h, w) < THUMBNAIL:
         return _fit_border(g)
     s = min(1.0, 48 / max(h, w))  # fit on a ≤ 48-px thumbnail: shading is smooth
@@ -80,9 +86,6 @@ def _fit_border(g: np.ndarray) -> np.ndarray:
     subject may fill most of the frame (a garment, a logo), so "ink is the minority" would not hold: fitted
     over the whole image, the paper would become the object and its background the ink."""
     h, w = g.shape
-    border = np.concatenate((g[0], g[-1], g[:, 0], g[:, -1]))
-    if border.min() == border.max():  # a uniform border (a canvas, a rendered digit): the paper is that level
-        return np.full((h, w), border[0], np.float32)
     ring = np.zeros((h, w), bool)
     ring[[0, -1], :] = ring[:, [0, -1]] = True
     edge = g[ring]

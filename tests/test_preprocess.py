@@ -373,3 +373,19 @@ def test_a_28x28_png_is_fast_and_scipy_is_not_imported():
     ms, scipy_loaded = out.stdout.split()
     assert scipy_loaded == "False"
     assert float(ms) < 25  # ~1 ms on an idle core; the bound only catches a photo-sized path on a tiny input
+
+
+def test_a_thick_zero_filling_a_clean_canvas_is_read_whole_not_as_its_hole():
+    """A canvas's border that is all one level is the paper, however much of the image the digit covers: a
+    bold 0 two pixels from every edge once split the paper into a "sheet" (its hole) and a "table" (the ring)."""
+    from PIL import ImageDraw
+
+    from mnist_cnn.segment import find_digits, ink_and_sheet
+
+    img = Image.new("L", (499, 432), 255)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((2, 2, 420, 429), fill=0)
+    draw.ellipse((122, 158, 300, 273), fill=255)
+    ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
+    crops = find_digits(ink, sheet=sheet)
+    assert sheet is None and len(crops) == 1 and crops[0][0].shape[0] > 400 and crops[0][0].shape[1] > 400
