@@ -4,7 +4,8 @@
 
 The part of ``preprocess.to_mnist`` that separates writing from paper, and one digit from the next:
 
-* the paper: where the border is all one level (a canvas, a rendered image), that level; else a robust
+* the paper: where the border is all one level (a canvas, a rendered image), or half of it is at its
+  brightest (darkest) level outside thumbnails, that level; else a robust
   quadratic fit of its brightness (ink is the minority) takes out uneven light; contrast is
   taken relative to the light at each place, so ink in shade counts as much as ink in the sun. In a thumbnail
   (under 64 px: a crop, a canvas, an MNIST-format image) the paper is a plane through the image's border
@@ -63,15 +64,20 @@ def _robust_fit(z: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 def _fit_paper(g: np.ndarray) -> np.ndarray:
     """The paper's brightness → (H,W) surface: the level of a border that is all one level (a canvas, a rendered
-    image: the digit may cover most of the frame, or split its paper as a sheet on a table would), else a
-    robust quadratic over the image (ink is the minority) or, in a thumbnail, a robust plane through its border
-    (see _fit_border)."""
+    image: the digit may cover most of the frame, or split its paper as a sheet on a table would) or, outside
+    thumbnails, half of it at its brightest level (darkest on a dark canvas), as on a canvas that a large
+    digit, or its blur, reaches in places: there the ink may be the majority, and a fit would bend to it. Else
+    a robust quadratic over the image (ink is the minority) or, in a thumbnail, a robust plane through its
+    border (see _fit_border)."""
     h, w = g.shape
     border = np.concatenate((g[0], g[-1], g[:, 0], g[:, -1]))
     if border.min() == border.max():
         return np.full((h, w), border[0], np.float32)
     if max(h, w) < THUMBNAIL:
         return _fit_border(g)
+    level = border.max() if border.mean() > 0.5 else border.min()
+    if (border == level).mean() >= 0.5:
+        return np.full((h, w), level, np.float32)
     s = min(1.0, 48 / max(h, w))  # fit on a ≤ 48-px thumbnail: shading is smooth
     small = pixels.resize(g, (max(2, round(w * s)), max(2, round(h * s))), "area")
     yy, xx = np.mgrid[-1:1:small.shape[0] * 1j, -1:1:small.shape[1] * 1j]

@@ -389,3 +389,16 @@ def test_a_thick_zero_filling_a_clean_canvas_is_read_whole_not_as_its_hole():
     ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
     crops = find_digits(ink, sheet=sheet)
     assert sheet is None and len(crops) == 1 and crops[0][0].shape[0] > 400 and crops[0][0].shape[1] > 400
+
+
+def test_a_large_blurred_digit_on_a_canvas_keeps_its_polarity():
+    """Blur spreads a large digit over most of a canvas: the paper is the level most of the border has, not a
+    quadratic bent to the ink (which made the paper around the digit the ink)."""
+    from PIL import ImageDraw, ImageFilter
+
+    from mnist_cnn.segment import ink_map
+
+    img = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(img).line([(10, 150), (290, 150)], fill=0, width=120)
+    ink = ink_map(np.asarray(img.filter(ImageFilter.GaussianBlur(15)), np.float32) / 255)
+    assert ink[150, 150] > 0.9 and ink[40, 150] < 0.1 and ink[3, 3] < 0.1
