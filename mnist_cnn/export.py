@@ -121,7 +121,8 @@ def _export_bytes(graph: nn.Module, exporter: str) -> tuple[bytes, str]:
 
     The TorchScript exporter (no longer the default since torch 2.9 and deprecated, still in 2.13) traces the
     model in a fraction of a second; the dynamo exporter (torch.export + onnxscript) compiles it and takes
-    seconds, a noticeable share of a default training run. Both give the same layers (Slice, Unsqueeze, 3 Conv+Relu, 2 MaxPool, Flatten, 2 Gemm).
+    seconds, a noticeable share of a default training run. Both give the same layers (Slice, Unsqueeze,
+    3 Conv+Relu, 2 MaxPool, Flatten, 2 Gemm).
     """
     example = (torch.rand(2, 28, 28),)
     if exporter in ("auto", "torchscript"):

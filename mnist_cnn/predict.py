@@ -17,8 +17,8 @@ A digit the model hesitates over (calibrated confidence under ``STEADY_BELOW``) 
 pixel up, down, left and right, and its logits are averaged over the five: MNIST's own centring is only to the
 nearest pixel, so a reading that flips with a 1-px shift is noise. Few digits take the extra pass (one
 batched call; its cost and gain are in bench/RESULTS.md, "Real images"); confident digits are untouched. The
-energy is that of the input as given, so "not a digit" does not change. ``predict_arrays`` (what ``evaluate`` scores) is the network
-alone, so its accuracy is the one training reports.
+energy is that of the input as given, so "not a digit" does not change. ``predict_arrays`` (what
+``evaluate`` scores) is the network alone, so its accuracy is the one training reports.
 """
 
 from __future__ import annotations

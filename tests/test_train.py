@@ -213,8 +213,8 @@ def test_our_adam_is_torchs_fused_adam_to_the_bit_and_shares_its_state_dict():
 
 
 def test_training_never_imports_the_compiler_stack(tmp_path):
-    """torch.optim would import torch._dynamo and sympy, scipy.optimize the temperature fit's scipy: ~110 MB of
-    the peak-RSS budget (see optim.py and calibrate.fit_temperature). 60 held-out images: the fit runs."""
+    """torch.optim would import torch._dynamo and sympy, scipy.optimize the temperature fit's scipy: a large
+    share of the peak-RSS budget (see optim.py and calibrate.fit_temperature). 60 held-out images: the fit runs."""
     code = ("import sys; from mnist_cnn.train import train; from mnist_cnn.config import TrainConfig; "
             "train(TrainConfig(limit=600, epochs=1, batch_size=64, holdout=60, save_every=0, export_onnx=False, "
             "device='cpu', run_dir=sys.argv[1], resume='never', ema=0.99)); "
