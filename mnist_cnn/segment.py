@@ -8,8 +8,9 @@ The part of ``preprocess.to_mnist`` that separates writing from paper, and one d
   brightest (darkest) level outside thumbnails, that level; else a robust quadratic fit of its brightness
   (ink is the minority) takes out uneven light; contrast is taken relative to the light at each place, so
   ink in shade counts as much as ink in the sun. In a thumbnail (under 64 px: a crop, a canvas, an
-  MNIST-format image) the paper is a plane through the image's border instead, since its subject may fill most of the frame; where strokes cover much of that border (a digit
-  scanned to fill its box), the paper is the side that looks least like strokes;
+  MNIST-format image) the paper is a plane through the image's border instead, since its subject may fill
+  most of the frame; where strokes cover much of that border (a digit scanned to fill its box), the paper is
+  the side that looks least like strokes;
 * polarity: ink is the side with more mass beyond 3σ of the paper (dark pen on paper, chalk, white on black);
 * a sheet on a table: the convex hull of the largest background region, when what lies off it is not paper
   and the hull holds the writing whole;
