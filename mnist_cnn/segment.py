@@ -273,10 +273,20 @@ def _components(ink: np.ndarray, sheet: np.ndarray | None = None) -> tuple[np.nd
     contact = _border_contact(labels, n, sheet).tolist()
     inner = [i for i in ids if contact[i] == 0]
     if inner:  # a digit lies inside: what runs along the border, or outgrows every digit, is edge or frame
+        stray = 4 * sum(mass[i] for i in inner)
+        inner += [i for i in ids if contact[i] and mass[i] > stray and _cut_by_border(labels, box[i], i, contact[i])]
         big_w, big_h = 1.5 * max(box[i][2] for i in inner), 1.5 * max(box[i][3] for i in inner)  # no digit's size
-        ids = [i for i in ids if contact[i] == 0 or contact[i] < 0.1 * min(ink.shape)
+        ids = [i for i in ids if i in inner or contact[i] < 0.1 * min(ink.shape)
                and box[i][2] < big_w and box[i][3] < big_h]
     return labels, box, mass, ids
+
+
+def _cut_by_border(labels: np.ndarray, box: list, i: int, contact: int) -> bool:
+    """Component ``i`` is a digit that the image's edge cuts (a tight crop), not a frame or an edge line: it
+    meets the border along at most 1.5 of its own stroke widths, where a line along the border meets it along
+    its length. Asked only of components four times heavier than all the ink inside (stray marks beside it)."""
+    x, y, w, h = box
+    return contact <= 1.5 * stroke_width(labels[y:y + h, x:x + w] == i)
 
 
 def _same_digit(a: list, b: list) -> bool:

@@ -402,3 +402,19 @@ def test_a_large_blurred_digit_on_a_canvas_keeps_its_polarity():
     ImageDraw.Draw(img).line([(10, 150), (290, 150)], fill=0, width=120)
     ink = ink_map(np.asarray(img.filter(ImageFilter.GaussianBlur(15)), np.float32) / 255)
     assert ink[150, 150] > 0.9 and ink[40, 150] < 0.1 and ink[3, 3] < 0.1
+
+
+def test_a_large_digit_cut_by_the_edge_is_not_dropped_for_a_stray_mark_beside_it():
+    """A tight crop cuts a bold 7 at the bottom edge, and a short stray stroke lies beside it: the 7 crosses the
+    border along one stroke width, so it is the digit, not a frame line (the stray mark alone was read)."""
+    from PIL import ImageDraw
+
+    from mnist_cnn.segment import find_digits, ink_and_sheet
+
+    img = Image.new("L", (600, 420), 255)
+    draw = ImageDraw.Draw(img)
+    draw.line([(150, 60), (420, 60), (260, 420)], fill=0, width=55, joint="curve")  # the 7, cut by the edge
+    draw.line([(540, 250), (540, 370)], fill=0, width=25)  # the stray mark, about a tenth of the 7's ink
+    ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
+    crops = find_digits(ink, sheet=sheet)
+    assert len(crops) == 1 and crops[0][0].shape[0] > 330  # the 7 (with the mark beside it), not the mark alone
