@@ -17,8 +17,9 @@ The part of ``preprocess.to_mnist`` that separates writing from paper, and one d
 * shadows and the table past the paper's edge (photos, not thumbnails): a morphological opening wider than 4
   strokes, subtracted where it reaches the image's or the sheet's border;
 * a noise-aware ramp: below 3σ of pixel noise → 0, the typical ink level (Otsu) → 1;
-* digits: connected components; specks (< 4 % of the ink) and frame lines along the border dropped; pieces of
-  one digit (broken strokes, a detached bar) merged; left to right.
+* digits: connected components; specks (< 4 % of the ink) and frame lines along the border dropped (a digit
+  the border cuts across one stroke is kept); pieces of one digit (broken strokes, a detached bar) merged;
+  left to right.
 
 The pixel operations (resampling, components, morphology, Otsu, contours) are in pixels.py.
 """
@@ -272,8 +273,8 @@ def _components(ink: np.ndarray, sheet: np.ndarray | None = None) -> tuple[np.nd
     ids = sorted(ids, key=lambda i: -mass[i])[:40]  # a digit, or a number, is a few pieces
     contact = _border_contact(labels, n, sheet).tolist()
     inner = [i for i in ids if contact[i] == 0]
-    if inner:  # a digit lies inside: what runs along the border, or outgrows every digit, is edge or frame
-        stray = 4 * sum(mass[i] for i in inner)
+    if inner:  # a digit lies inside: what runs along the border, or outgrows every digit, is edge or frame…
+        stray = 4 * sum(mass[i] for i in inner)  # …unless the border cuts it and what lies inside is stray marks
         inner += [i for i in ids if contact[i] and mass[i] > stray and _cut_by_border(labels, box[i], i, contact[i])]
         big_w, big_h = 1.5 * max(box[i][2] for i in inner), 1.5 * max(box[i][3] for i in inner)  # no digit's size
         ids = [i for i in ids if i in inner or contact[i] < 0.1 * min(ink.shape)
