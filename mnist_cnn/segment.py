@@ -283,11 +283,16 @@ def _components(ink: np.ndarray, sheet: np.ndarray | None = None) -> tuple[np.nd
 
 
 def _cut_by_border(labels: np.ndarray, box: list, i: int, contact: int) -> bool:
-    """Component ``i`` is a digit that the image's edge cuts (a tight crop), not a frame or an edge line: it
-    meets the border along at most 1.5 of its own stroke widths, where a line along the border meets it along
-    its length. Asked only of components four times heavier than all the ink inside (stray marks beside it)."""
+    """Component ``i`` is a digit that the image's edge cuts (a tight crop), not a frame, an edge line or a bar
+    reaching in (a pen, a ruler): it meets the border along at most 1.5 of its own stroke widths, where a line
+    along the border meets it along its length, and its ink spreads both ways (the minor axis of its pixels
+    at least a quarter of the major one; a straight bar's is its width over its length). Asked only of
+    components four times heavier than all the ink inside (stray marks beside it)."""
     x, y, w, h = box
-    return contact <= 1.5 * stroke_width(labels[y:y + h, x:x + w] == i)
+    mask = labels[y:y + h, x:x + w] == i
+    ys, xs = np.nonzero(mask)
+    low, high = np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(np.float64)))
+    return contact <= 1.5 * stroke_width(mask) and low >= 0.25 ** 2 * high
 
 
 def _same_digit(a: list, b: list) -> bool:

@@ -406,7 +406,8 @@ def test_a_large_blurred_digit_on_a_canvas_keeps_its_polarity():
 
 def test_a_large_digit_cut_by_the_edge_is_not_dropped_for_a_stray_mark_beside_it():
     """A tight crop cuts a bold 7 at the bottom edge, and a short stray stroke lies beside it: the 7 crosses the
-    border along one stroke width, so it is the digit, not a frame line (the stray mark alone was read)."""
+    border along one stroke width, so it is the digit, not a frame line (the stray mark alone was read). A
+    straight bar reaching in from the edge (a pen) is still no digit beside a small one."""
     from PIL import ImageDraw
 
     from mnist_cnn.segment import find_digits, ink_and_sheet
@@ -418,3 +419,12 @@ def test_a_large_digit_cut_by_the_edge_is_not_dropped_for_a_stray_mark_beside_it
     ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
     crops = find_digits(ink, sheet=sheet)
     assert len(crops) == 1 and crops[0][0].shape[0] > 330  # the 7 (with the mark beside it), not the mark alone
+
+    img = Image.new("L", (800, 600), 245)  # a pen reaching in from the edge beside a small 3: the 3 is read
+    draw = ImageDraw.Draw(img)
+    draw.line([(330, 250), (390, 250), (360, 290), (395, 320), (360, 360), (330, 350)], fill=20, width=9,
+              joint="curve")
+    draw.line([(600, 600), (650, 250)], fill=20, width=24)
+    ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
+    crops = find_digits(ink, sheet=sheet)
+    assert len(crops) == 1 and crops[0][0].shape[0] < 130  # the 3 (119 px tall), not the pen (352 px)
