@@ -375,19 +375,24 @@ def test_a_28x28_png_is_fast_and_scipy_is_not_imported():
     assert float(ms) < 25  # ~1 ms on an idle core; the bound only catches a photo-sized path on a tiny input
 
 
+def digit_crops(img: Image.Image) -> tuple[np.ndarray | None, list]:
+    """A grey image → (the sheet mask or None, the digits' crops), as to_mnist finds them."""
+    from mnist_cnn.segment import find_digits, ink_and_sheet
+
+    ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
+    return sheet, find_digits(ink, sheet=sheet)
+
+
 def test_a_thick_zero_filling_a_clean_canvas_is_read_whole_not_as_its_hole():
     """A canvas's border that is all one level is the paper, however much of the image the digit covers: a
     bold 0 two pixels from every edge once split the paper into a "sheet" (its hole) and a "table" (the ring)."""
     from PIL import ImageDraw
 
-    from mnist_cnn.segment import find_digits, ink_and_sheet
-
     img = Image.new("L", (499, 432), 255)
     draw = ImageDraw.Draw(img)
     draw.ellipse((2, 2, 420, 429), fill=0)
     draw.ellipse((122, 158, 300, 273), fill=255)
-    ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
-    crops = find_digits(ink, sheet=sheet)
+    sheet, crops = digit_crops(img)
     assert sheet is None and len(crops) == 1 and crops[0][0].shape[0] > 400 and crops[0][0].shape[1] > 400
 
 
@@ -410,14 +415,11 @@ def test_a_large_digit_cut_by_the_edge_is_not_dropped_for_a_stray_mark_beside_it
     straight bar reaching in from the edge (a pen) is still no digit beside a small one."""
     from PIL import ImageDraw
 
-    from mnist_cnn.segment import find_digits, ink_and_sheet
-
     img = Image.new("L", (600, 420), 255)
     draw = ImageDraw.Draw(img)
     draw.line([(150, 60), (420, 60), (260, 420)], fill=0, width=55, joint="curve")  # the 7, cut by the edge
     draw.line([(540, 250), (540, 370)], fill=0, width=25)  # the stray mark, about a tenth of the 7's ink
-    ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
-    crops = find_digits(ink, sheet=sheet)
+    _, crops = digit_crops(img)
     assert len(crops) == 1 and crops[0][0].shape[0] > 330  # the 7 (with the mark beside it), not the mark alone
 
     img = Image.new("L", (800, 600), 245)  # a pen reaching in from the edge beside a small 3: the 3 is read
@@ -425,6 +427,5 @@ def test_a_large_digit_cut_by_the_edge_is_not_dropped_for_a_stray_mark_beside_it
     draw.line([(330, 250), (390, 250), (360, 290), (395, 320), (360, 360), (330, 350)], fill=20, width=9,
               joint="curve")
     draw.line([(600, 600), (650, 250)], fill=20, width=24)
-    ink, sheet = ink_and_sheet(np.asarray(img, np.float32) / 255)
-    crops = find_digits(ink, sheet=sheet)
+    _, crops = digit_crops(img)
     assert len(crops) == 1 and crops[0][0].shape[0] < 130  # the 3 (119 px tall), not the pen (352 px)
